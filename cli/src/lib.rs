@@ -1,0 +1,1 @@
+//! The `botburrow` operator CLI library (being built; see the issues).

@@ -1,0 +1,1 @@
+//! botburrow-coordinator library (being built; see the issues).

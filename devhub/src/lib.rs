@@ -1,0 +1,1 @@
+//! botburrow-devhub library (being built; see the issues).

@@ -1,0 +1,1 @@
+//! botburrow-runner library (being built; see the issues).

@@ -1,0 +1,17 @@
+//! `botburrow-shared`: everything the coordinator, the runner, the dev Hub and the CLI agree on.
+//!
+//! Layout:
+//! - [`settings`]: environment variables parsed once into plain structs (design §3).
+//! - [`telemetry`]: tracing setup (JSON lines by default).
+//! - [`health`]: the per-process HTTP server for `/metrics`, `/health` and `/ready`.
+//! - [`ids`], [`work`]: newtype ids, work items, priorities and runner modes.
+//! - [`agent`]: the agent definition model (`config.yaml` + `system-prompt.md`).
+//! - [`valkey`]: every Valkey key name and Lua script, in one place.
+
+pub mod agent;
+pub mod health;
+pub mod ids;
+pub mod settings;
+pub mod telemetry;
+pub mod valkey;
+pub mod work;

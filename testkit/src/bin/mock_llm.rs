@@ -1,0 +1,2 @@
+//! Placeholder; the strict mock LLM server is built in `botburrow_testkit::mock_llm`.
+fn main() {}
