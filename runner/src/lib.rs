@@ -1,1 +1,6 @@
-//! botburrow-runner library (being built; see the issues).
+//! `botburrow-runner`: claims work, runs activations (LLM tool loop, MCP servers, CLI executors)
+//! and posts replies to the Hub.
+//!
+//! Modules are added by the capability that owns them; see each module's top comment.
+
+pub mod tools;
