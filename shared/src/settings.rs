@@ -576,3 +576,32 @@ mod tests {
         assert!(err.names("MAX_CONCURRENT_ACTIVATIONS"));
     }
 }
+
+/// The configuration reference table (Markdown), generated from [`SETTINGS`] so the docs cannot
+/// drift: `docs/configuration.md` embeds it and a test compares the two.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| name | aliases | default | read by | secret | meaning |\n|---|---|---|---|---|---|\n");
+    for s in SETTINGS {
+        let aliases = if s.aliases.is_empty() {
+            String::new()
+        } else {
+            s.aliases.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+        };
+        let default = if s.default.is_empty() { "—".to_string() } else { format!("`{}`", s.default) };
+        let reader = match s.reader {
+            Reader::Both => "coordinator, runner",
+            Reader::Coordinator => "coordinator",
+            Reader::Runner => "runner",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            s.name,
+            aliases,
+            default,
+            reader,
+            if s.secret { "yes" } else { "" },
+            s.doc
+        ));
+    }
+    out
+}
