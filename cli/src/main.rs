@@ -1,5 +1,4 @@
 //! Thin entry point over the `botburrow_cli` library.
-fn main() {
-    eprintln!("botburrow: not implemented yet");
-    std::process::exit(1);
+fn main() -> std::process::ExitCode {
+    botburrow_cli::main_entry()
 }

@@ -1,0 +1,176 @@
+//! `botburrow agents validate|list`: checks agent definitions the way the runner loads them, plus
+//! the JSON Schema (which reports every problem, not just the first).
+
+use crate::AgentsCommand;
+use crate::output;
+use botburrow_shared::agent::AgentConfig;
+use std::path::Path;
+use std::process::ExitCode;
+
+const SCHEMA: &str = include_str!("../../agent-definitions-schema/agent-config.schema.json");
+
+/// One problem found in a definition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// Agent id (directory).
+    pub agent: String,
+    /// File relative to the root.
+    pub file: String,
+    /// Dotted field path, or empty for whole-file problems.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// `error` fails validation; `warning` does not.
+    pub severity: &'static str,
+}
+
+/// Validates every agent under `root/agents`, returning all problems found.
+pub fn validate_dir(root: &Path) -> Result<(Vec<String>, Vec<Problem>), String> {
+    let ids = AgentConfig::list(root).map_err(|e| format!("{}: cannot list agents: {e}", root.join("agents").display()))?;
+    let schema_value: serde_json::Value =
+        serde_json::from_str(SCHEMA).map_err(|e| format!("embedded schema is invalid: {e}"))?;
+    let validator = jsonschema::validator_for(&schema_value).map_err(|e| format!("embedded schema is invalid: {e}"))?;
+    let mut problems = Vec::new();
+    for id in &ids {
+        let file = format!("agents/{id}/config.yaml");
+        let text = match std::fs::read_to_string(root.join(&file)) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem { agent: id.clone(), file, field: String::new(), message: e.to_string(), severity: "error" });
+                continue;
+            }
+        };
+        let value: serde_json::Value = match serde_norway::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(Problem { agent: id.clone(), file, field: String::new(), message: format!("invalid YAML: {e}"), severity: "error" });
+                continue;
+            }
+        };
+        for err in validator.iter_errors(&value) {
+            problems.push(Problem {
+                agent: id.clone(),
+                file: file.clone(),
+                field: pointer_to_path(&err.instance_path.to_string()),
+                message: err.to_string(),
+                severity: "error",
+            });
+        }
+        match AgentConfig::load(root, id) {
+            Ok(cfg) => {
+                if cfg.system_prompt.trim().is_empty() {
+                    problems.push(Problem {
+                        agent: id.clone(),
+                        file: format!("agents/{id}/system-prompt.md"),
+                        field: String::new(),
+                        message: "missing or empty system prompt".into(),
+                        severity: "warning",
+                    });
+                }
+                if cfg.name != *id {
+                    problems.push(Problem {
+                        agent: id.clone(),
+                        file: file.clone(),
+                        field: "name".into(),
+                        message: format!("name '{}' differs from directory '{id}'; the fleet looks agents up by directory", cfg.name),
+                        severity: "warning",
+                    });
+                }
+            }
+            Err(e) => {
+                let field = e.field().unwrap_or("").to_string();
+                // The schema usually reports the same field; keep one line per field.
+                if !problems.iter().any(|p| p.agent == *id && p.field == field && p.severity == "error") {
+                    problems.push(Problem { agent: id.clone(), file, field, message: e.to_string(), severity: "error" });
+                }
+            }
+        }
+    }
+    Ok((ids, problems))
+}
+
+/// `/brain/temperature` → `brain.temperature`, `/capabilities/grants/1` → `capabilities.grants[1]`.
+fn pointer_to_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for part in pointer.split('/').filter(|p| !p.is_empty()) {
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Runs an `agents` subcommand.
+pub fn run(cmd: AgentsCommand) -> ExitCode {
+    match cmd {
+        AgentsCommand::Validate { dir, policy: _, json } => match validate_dir(&dir) {
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+            Ok((ids, problems)) => {
+                let errors = problems.iter().filter(|p| p.severity == "error").count();
+                if json {
+                    println!("{}", output::json(&serde_json::json!({"agents": ids, "problems": problems, "errors": errors})));
+                } else {
+                    for p in &problems {
+                        let field = if p.field.is_empty() { String::new() } else { format!("{}: ", p.field) };
+                        println!("{}: {}: {}{}", p.severity, p.file, field, p.message);
+                    }
+                    println!("{} agent(s) checked, {} error(s), {} warning(s)", ids.len(), errors, problems.len() - errors);
+                }
+                if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            }
+        },
+        AgentsCommand::List { dir, json } => {
+            let ids = match AgentConfig::list(&dir) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    eprintln!("{}: cannot list agents: {e}", dir.join("agents").display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut rows = Vec::new();
+            let mut items = Vec::new();
+            for id in ids {
+                match AgentConfig::load(&dir, &id) {
+                    Ok(cfg) => {
+                        rows.push(vec![
+                            id.clone(),
+                            cfg.executor.clone(),
+                            format!("{}/{}", cfg.brain.provider, cfg.brain.model),
+                            cfg.capabilities.grants.join(","),
+                        ]);
+                        items.push(serde_json::json!({"id": id, "type": cfg.executor, "provider": cfg.brain.provider,
+                            "model": cfg.brain.model, "grants": cfg.capabilities.grants}));
+                    }
+                    Err(e) => {
+                        rows.push(vec![id.clone(), "INVALID".into(), e.to_string(), String::new()]);
+                        items.push(serde_json::json!({"id": id, "error": e.to_string()}));
+                    }
+                }
+            }
+            if json {
+                println!("{}", output::json(&serde_json::Value::Array(items)));
+            } else {
+                print!("{}", output::table(&["AGENT", "TYPE", "MODEL", "GRANTS"], &rows));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pointers_become_field_paths() {
+        assert_eq!(super::pointer_to_path("/brain/temperature"), "brain.temperature");
+        assert_eq!(super::pointer_to_path("/capabilities/grants/1"), "capabilities.grants[1]");
+        assert_eq!(super::pointer_to_path(""), "");
+    }
+}
