@@ -4,3 +4,8 @@
 //! Modules are added by the capability that owns them; see each module's top comment.
 
 pub mod tools;
+pub mod definitions;
+pub mod heartbeat;
+pub mod kv;
+pub mod limits;
+pub mod metrics;
