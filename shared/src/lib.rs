@@ -7,10 +7,14 @@
 //! - [`ids`], [`work`]: newtype ids, work items, priorities and runner modes.
 //! - [`agent`]: the agent definition model (`config.yaml` + `system-prompt.md`).
 //! - [`valkey`]: every Valkey key name and Lua script, in one place.
+//! - [`grants`], [`policy`]: the grant model (`service:scope`) and the cluster permission policy.
 
 pub mod agent;
+pub mod grants;
 pub mod health;
+pub mod hub;
 pub mod ids;
+pub mod policy;
 pub mod settings;
 pub mod telemetry;
 pub mod valkey;
