@@ -12,7 +12,6 @@
 pub mod agent;
 pub mod grants;
 pub mod health;
-pub mod hub;
 pub mod ids;
 pub mod policy;
 pub mod settings;
