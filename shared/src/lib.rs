@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod grants;
 pub mod health;
+pub mod hub;
 pub mod ids;
 pub mod policy;
 pub mod settings;
