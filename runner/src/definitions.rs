@@ -56,7 +56,10 @@ pub enum DefinitionError {
 impl DefinitionError {
     /// Whether the definition simply does not exist (as opposed to being broken or unreachable).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, DefinitionError::Config(AgentConfigError::NotFound { .. }))
+        matches!(
+            self,
+            DefinitionError::Config(AgentConfigError::NotFound { .. })
+        )
     }
 }
 
@@ -138,9 +141,21 @@ enum Source {
 impl DefinitionStore {
     /// Builds a store; call [`DefinitionStore::spawn_watcher`] to get live reloads.
     pub fn new(cfg: DefinitionsConfig, kv: Arc<dyn KvStore>, metrics: RunnerMetrics) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
         let link_target = std::fs::read_link(&cfg.path).ok();
-        Self { cfg, kv, metrics, http, state: Mutex::new(State { link_target, ..State::default() }) }
+        Self {
+            cfg,
+            kv,
+            metrics,
+            http,
+            state: Mutex::new(State {
+                link_target,
+                ..State::default()
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -157,7 +172,11 @@ impl DefinitionStore {
 
     /// The commit the git-sync link points at (`basename(readlink(link))`), if it is a link.
     pub fn revision(&self) -> Option<String> {
-        self.lock().link_target.as_ref().and_then(|t| t.file_name()).map(|n| n.to_string_lossy().into_owned())
+        self.lock()
+            .link_target
+            .as_ref()
+            .and_then(|t| t.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
     }
 
     fn source(&self) -> Option<Source> {
@@ -196,19 +215,32 @@ impl DefinitionStore {
         self.refresh(agent, generation).await
     }
 
-    async fn refresh(&self, agent: &AgentId, generation: u64) -> Result<Arc<AgentConfig>, DefinitionError> {
+    async fn refresh(
+        &self,
+        agent: &AgentId,
+        generation: u64,
+    ) -> Result<Arc<AgentConfig>, DefinitionError> {
         match self.load(agent).await {
             Ok(cfg) => {
                 let cfg = Arc::new(cfg);
                 if let Ok(json) = serde_json::to_string(&*cfg) {
                     let ttl = Duration::from_secs(cfg.cache_ttl.max(1));
-                    if let Err(e) = self.kv.set_ex(&valkey::agent_cache(agent), &json, ttl).await {
+                    if let Err(e) = self
+                        .kv
+                        .set_ex(&valkey::agent_cache(agent), &json, ttl)
+                        .await
+                    {
                         tracing::warn!(agent_id = %agent, error = %e, "agent_config_cache_write_failed");
                     }
                 }
-                self.lock()
-                    .agents
-                    .insert(agent.clone(), Entry { config: cfg.clone(), generation, error_reported: None });
+                self.lock().agents.insert(
+                    agent.clone(),
+                    Entry {
+                        config: cfg.clone(),
+                        generation,
+                        error_reported: None,
+                    },
+                );
                 Ok(cfg)
             }
             Err(e) if e.is_not_found() => {
@@ -218,7 +250,11 @@ impl DefinitionStore {
             Err(e) => {
                 let mut st = self.lock();
                 let revision = self.revision_locked(&st);
-                let already = st.agents.get(agent).map(|x| x.error_reported == Some(generation)).unwrap_or(false);
+                let already = st
+                    .agents
+                    .get(agent)
+                    .map(|x| x.error_reported == Some(generation))
+                    .unwrap_or(false);
                 if !already {
                     self.metrics.config_error(agent.as_str());
                 }
@@ -242,7 +278,10 @@ impl DefinitionStore {
     }
 
     fn revision_locked(&self, st: &State) -> Option<String> {
-        st.link_target.as_ref().and_then(|t| t.file_name()).map(|n| n.to_string_lossy().into_owned())
+        st.link_target
+            .as_ref()
+            .and_then(|t| t.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
     }
 
     async fn load(&self, agent: &AgentId) -> Result<AgentConfig, DefinitionError> {
@@ -253,12 +292,20 @@ impl DefinitionStore {
                 let joined = tokio::task::spawn_blocking(move || load_local(&path, &id)).await;
                 match joined {
                     Ok(r) => r.map_err(DefinitionError::from),
-                    Err(e) => Err(DefinitionError::Fetch { url: self.cfg.path.display().to_string(), message: e.to_string() }),
+                    Err(e) => Err(DefinitionError::Fetch {
+                        url: self.cfg.path.display().to_string(),
+                        message: e.to_string(),
+                    }),
                 }
             }
             Some(Source::Raw(repo)) => self.load_raw(&repo, agent).await,
             None => Err(AgentConfigError::NotFound {
-                path: self.cfg.path.join("agents").join(agent.as_str()).join("config.yaml"),
+                path: self
+                    .cfg
+                    .path
+                    .join("agents")
+                    .join(agent.as_str())
+                    .join("config.yaml"),
             }
             .into()),
         }
@@ -267,17 +314,29 @@ impl DefinitionStore {
     async fn fetch_raw(&self, url: &str) -> Result<Option<String>, DefinitionError> {
         let mut req = self.http.get(url);
         if let Some(token) = &self.cfg.github_token {
-            req = req.header(reqwest::header::AUTHORIZATION, format!("token {}", token.expose()));
+            req = req.header(
+                reqwest::header::AUTHORIZATION,
+                format!("token {}", token.expose()),
+            );
         }
-        let fail = |message: String| DefinitionError::Fetch { url: url.to_string(), message };
-        let resp = req.send().await.map_err(|e| fail(e.without_url().to_string()))?;
+        let fail = |message: String| DefinitionError::Fetch {
+            url: url.to_string(),
+            message,
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| fail(e.without_url().to_string()))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
-        resp.text().await.map(Some).map_err(|e| fail(e.without_url().to_string()))
+        resp.text()
+            .await
+            .map(Some)
+            .map_err(|e| fail(e.without_url().to_string()))
     }
 
     async fn load_raw(&self, repo: &str, agent: &AgentId) -> Result<AgentConfig, DefinitionError> {
@@ -290,10 +349,21 @@ impl DefinitionStore {
         );
         let config_url = format!("{base}/config.yaml");
         let Some(yaml) = self.fetch_raw(&config_url).await? else {
-            return Err(AgentConfigError::NotFound { path: PathBuf::from(config_url) }.into());
+            return Err(AgentConfigError::NotFound {
+                path: PathBuf::from(config_url),
+            }
+            .into());
         };
-        let prompt = self.fetch_raw(&format!("{base}/system-prompt.md")).await?.unwrap_or_default();
-        Ok(AgentConfig::parse(&format!("agents/{agent}/config.yaml"), &yaml, agent.as_str(), prompt)?)
+        let prompt = self
+            .fetch_raw(&format!("{base}/system-prompt.md"))
+            .await?
+            .unwrap_or_default();
+        Ok(AgentConfig::parse(
+            &format!("agents/{agent}/config.yaml"),
+            &yaml,
+            agent.as_str(),
+            prompt,
+        )?)
     }
 
     /// `/ready`: the definitions can be read (the link resolves and has `agents/`, or raw mode is
@@ -342,27 +412,40 @@ impl DefinitionStore {
         true
     }
 
-    /// Starts watching the source; the task ends when `shutdown` is cancelled.
-    pub fn spawn_watcher(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Starts watching the source; the watches are in place when this returns, and the task
+    /// ends when `shutdown` is cancelled.
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher =
+            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = tx.send(());
+                }
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent_definitions_watch_unavailable");
+                    None
+                }
+            };
+        let mut watches = (false, false);
+        if let Some(w) = watcher.as_mut() {
+            self.ensure_watches(w, &mut watches.0, &mut watches.1);
+        }
         let store = self.clone();
-        tokio::spawn(async move { store.watch(shutdown).await })
+        tokio::spawn(async move { store.watch(watcher, watches, rx, shutdown).await })
     }
 
-    async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = tx.send(());
-            }
-        }) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "agent_definitions_watch_unavailable");
-                None
-            }
-        };
-        let mut watching_parent = false;
-        let mut watching_dir = false;
+    async fn watch(
+        self: Arc<Self>,
+        mut watcher: Option<notify::RecommendedWatcher>,
+        (mut watching_parent, mut watching_dir): (bool, bool),
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+        shutdown: CancellationToken,
+    ) {
         let mut interval = tokio::time::interval(self.cfg.recheck_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -388,12 +471,19 @@ impl DefinitionStore {
         }
     }
 
-    fn ensure_watches(&self, w: &mut notify::RecommendedWatcher, parent_on: &mut bool, dir_on: &mut bool) {
+    fn ensure_watches(
+        &self,
+        w: &mut notify::RecommendedWatcher,
+        parent_on: &mut bool,
+        dir_on: &mut bool,
+    ) {
         if !*parent_on {
             if let Some(parent) = self.cfg.path.parent().filter(|p| p.is_dir()) {
                 match w.watch(parent, RecursiveMode::NonRecursive) {
                     Ok(()) => *parent_on = true,
-                    Err(e) => tracing::warn!(error = %e, dir = %parent.display(), "agent_definitions_watch_failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %parent.display(), "agent_definitions_watch_failed")
+                    }
                 }
             }
         }
@@ -407,7 +497,9 @@ impl DefinitionStore {
 }
 
 fn is_plain_dir(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false)
+    std::fs::symlink_metadata(path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
 }
 
 /// Reads from the link's current target; if the worktree vanished mid-read (git-sync deletes the
@@ -436,5 +528,7 @@ fn load_local(path: &Path, agent: &str) -> Result<AgentConfig, AgentConfigError>
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or(AgentConfigError::NotFound { path: path.join("agents").join(agent).join("config.yaml") }))
+    Err(last.unwrap_or(AgentConfigError::NotFound {
+        path: path.join("agents").join(agent).join("config.yaml"),
+    }))
 }

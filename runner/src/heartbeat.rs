@@ -52,7 +52,16 @@ impl Heartbeat {
         in_flight: Arc<AtomicUsize>,
         metrics: RunnerMetrics,
     ) -> Self {
-        Self { kv, runner, mode, max, in_flight, metrics, interval: Duration::from_secs(10), ttl: Duration::from_secs(30) }
+        Self {
+            kv,
+            runner,
+            mode,
+            max,
+            in_flight,
+            metrics,
+            interval: Duration::from_secs(10),
+            ttl: Duration::from_secs(30),
+        }
     }
 
     /// Writes one heartbeat now.
@@ -66,7 +75,9 @@ impl Heartbeat {
             timestamp: now,
         };
         let json = serde_json::to_string(&record).unwrap_or_default();
-        self.kv.set_ex(&valkey::heartbeat(&self.runner), &json, self.ttl).await?;
+        self.kv
+            .set_ex(&valkey::heartbeat(&self.runner), &json, self.ttl)
+            .await?;
         self.metrics.heartbeat_timestamp.set(now);
         Ok(())
     }

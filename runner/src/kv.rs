@@ -35,7 +35,8 @@ pub trait KvStore: Send + Sync {
     /// `HINCRBY key field by` and (re)sets the key's TTL, atomically; returns the new value.
     async fn hincr(&self, key: &str, field: &str, by: i64, ttl: Duration) -> Result<i64, KvError>;
     /// `HSET key field value` and (re)sets the key's TTL, atomically.
-    async fn hset(&self, key: &str, field: &str, value: &str, ttl: Duration) -> Result<(), KvError>;
+    async fn hset(&self, key: &str, field: &str, value: &str, ttl: Duration)
+    -> Result<(), KvError>;
     /// `HGETALL key`.
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, KvError>;
     /// `PING`, for `/ready`.
@@ -43,7 +44,10 @@ pub trait KvStore: Send + Sync {
 }
 
 fn err(op: &'static str) -> impl Fn(fred::error::Error) -> KvError {
-    move |e| KvError::Valkey { op, message: e.details().to_string() }
+    move |e| KvError::Valkey {
+        op,
+        message: e.details().to_string(),
+    }
 }
 
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -87,34 +91,66 @@ impl KvStore for ValkeyKv {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        self.client.get::<Option<String>, _>(key).await.map_err(err("get"))
+        self.client
+            .get::<Option<String>, _>(key)
+            .await
+            .map_err(err("get"))
     }
 
     async fn exists(&self, key: &str) -> Result<bool, KvError> {
-        self.client.exists::<i64, _>(key).await.map(|n| n > 0).map_err(err("exists"))
+        self.client
+            .exists::<i64, _>(key)
+            .await
+            .map(|n| n > 0)
+            .map_err(err("exists"))
     }
 
     async fn hincr(&self, key: &str, field: &str, by: i64, ttl: Duration) -> Result<i64, KvError> {
         self.client
-            .eval::<i64, _, _, _>(HINCR_EXPIRE, vec![key], vec![field.to_string(), by.to_string(), ttl_secs(ttl).to_string()])
+            .eval::<i64, _, _, _>(
+                HINCR_EXPIRE,
+                vec![key],
+                vec![field.to_string(), by.to_string(), ttl_secs(ttl).to_string()],
+            )
             .await
             .map_err(err("hincr"))
     }
 
-    async fn hset(&self, key: &str, field: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
+    async fn hset(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
         self.client
-            .eval::<i64, _, _, _>(HSET_EXPIRE, vec![key], vec![field.to_string(), value.to_string(), ttl_secs(ttl).to_string()])
+            .eval::<i64, _, _, _>(
+                HSET_EXPIRE,
+                vec![key],
+                vec![
+                    field.to_string(),
+                    value.to_string(),
+                    ttl_secs(ttl).to_string(),
+                ],
+            )
             .await
             .map(|_| ())
             .map_err(err("hset"))
     }
 
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, KvError> {
-        self.client.hgetall::<HashMap<String, String>, _>(key).await.map_err(err("hgetall"))
+        self.client
+            .hgetall::<HashMap<String, String>, _>(key)
+            .await
+            .map_err(err("hgetall"))
     }
 
     async fn ping(&self) -> Result<(), KvError> {
-        self.client.ping::<String>(None).await.map(|_| ()).map_err(err("ping"))
+        self.client
+            .ping::<String>(None)
+            .await
+            .map(|_| ())
+            .map_err(err("ping"))
     }
 }
 
@@ -163,7 +199,10 @@ impl MemoryKv {
 #[async_trait]
 impl KvStore for MemoryKv {
     async fn set_ex(&self, key: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
-        self.lock().insert(key.to_string(), (Value::Str(value.to_string()), Instant::now() + ttl));
+        self.lock().insert(
+            key.to_string(),
+            (Value::Str(value.to_string()), Instant::now() + ttl),
+        );
         Ok(())
     }
 
@@ -184,13 +223,23 @@ impl KvStore for MemoryKv {
             Some(Value::Hash(h)) => h,
             _ => HashMap::new(),
         };
-        let n = hash.get(field).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + by;
+        let n = hash
+            .get(field)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+            + by;
         hash.insert(field.to_string(), n.to_string());
         map.insert(key.to_string(), (Value::Hash(hash), Instant::now() + ttl));
         Ok(n)
     }
 
-    async fn hset(&self, key: &str, field: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
+    async fn hset(
+        &self,
+        key: &str,
+        field: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
         let mut map = self.lock();
         let mut hash = match Self::live(&mut map, key) {
             Some(Value::Hash(h)) => h,

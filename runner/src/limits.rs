@@ -48,7 +48,9 @@ impl DailyUsage {
             let since = now.timestamp() - last;
             let min = limits.min_interval_seconds as i64;
             if since < min {
-                return Err(LimitBlock::TooSoon { wait_seconds: min - since });
+                return Err(LimitBlock::TooSoon {
+                    wait_seconds: min - since,
+                });
             }
         }
         Ok(())
@@ -79,7 +81,10 @@ impl DailyLimits {
 
     /// Today's usage of `agent`.
     pub async fn usage(&self, agent: &AgentId, now: DateTime<Utc>) -> Result<DailyUsage, KvError> {
-        let raw = self.kv.hgetall(&valkey::daily_limits(agent, &day(now))).await?;
+        let raw = self
+            .kv
+            .hgetall(&valkey::daily_limits(agent, &day(now)))
+            .await?;
         let mut u = DailyUsage::default();
         for (k, v) in raw {
             match k.as_str() {
@@ -88,7 +93,8 @@ impl DailyLimits {
                 "last_at" => u.last_at = v.parse().ok(),
                 other => {
                     if let Some(post) = other.strip_prefix("thread:") {
-                        u.per_thread.insert(post.to_string(), v.parse().unwrap_or(0));
+                        u.per_thread
+                            .insert(post.to_string(), v.parse().unwrap_or(0));
                     }
                 }
             }
@@ -97,18 +103,29 @@ impl DailyLimits {
     }
 
     /// Records one comment in a thread.
-    pub async fn record_comment(&self, agent: &AgentId, post_id: &str, now: DateTime<Utc>) -> Result<(), KvError> {
+    pub async fn record_comment(
+        &self,
+        agent: &AgentId,
+        post_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), KvError> {
         let key = valkey::daily_limits(agent, &day(now));
         self.kv.hincr(&key, "comments", 1, KEY_TTL).await?;
-        self.kv.hincr(&key, &format!("thread:{post_id}"), 1, KEY_TTL).await?;
-        self.kv.hset(&key, "last_at", &now.timestamp().to_string(), KEY_TTL).await
+        self.kv
+            .hincr(&key, &format!("thread:{post_id}"), 1, KEY_TTL)
+            .await?;
+        self.kv
+            .hset(&key, "last_at", &now.timestamp().to_string(), KEY_TTL)
+            .await
     }
 
     /// Records one new post.
     pub async fn record_post(&self, agent: &AgentId, now: DateTime<Utc>) -> Result<(), KvError> {
         let key = valkey::daily_limits(agent, &day(now));
         self.kv.hincr(&key, "posts", 1, KEY_TTL).await?;
-        self.kv.hset(&key, "last_at", &now.timestamp().to_string(), KEY_TTL).await
+        self.kv
+            .hset(&key, "last_at", &now.timestamp().to_string(), KEY_TTL)
+            .await
     }
 }
 
@@ -120,14 +137,28 @@ mod tests {
 
     #[tokio::test]
     async fn caps_interval_and_threads_are_enforced_per_day() {
-        let limits = Limits { max_daily_posts: 1, max_daily_comments: 2, max_responses_per_thread: 1, min_interval_seconds: 60 };
+        let limits = Limits {
+            max_daily_posts: 1,
+            max_daily_comments: 2,
+            max_responses_per_thread: 1,
+            min_interval_seconds: 60,
+        };
         let store = DailyLimits::new(Arc::new(MemoryKv::new()));
         let agent = AgentId::new("a");
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).single().expect("time");
-        assert_eq!(store.usage(&agent, t0).await.expect("u").check(&limits, t0), Ok(()));
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 25, 10, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(
+            store.usage(&agent, t0).await.expect("u").check(&limits, t0),
+            Ok(())
+        );
         store.record_comment(&agent, "p1", t0).await.expect("rec");
         let u = store.usage(&agent, t0).await.expect("u");
-        assert_eq!(u.check(&limits, t0 + chrono::Duration::seconds(10)), Err(LimitBlock::TooSoon { wait_seconds: 50 }));
+        assert_eq!(
+            u.check(&limits, t0 + chrono::Duration::seconds(10)),
+            Err(LimitBlock::TooSoon { wait_seconds: 50 })
+        );
         assert!(!u.thread_allows(&limits, "p1"));
         assert!(u.thread_allows(&limits, "p2"));
         let t1 = t0 + chrono::Duration::seconds(120);
@@ -139,6 +170,9 @@ mod tests {
         assert_eq!(u.check(&limits, t2), Err(LimitBlock::DailyCapReached));
         // The next UTC day starts from zero.
         let tomorrow = t0 + chrono::Duration::days(1);
-        assert_eq!(store.usage(&agent, tomorrow).await.expect("u"), DailyUsage::default());
+        assert_eq!(
+            store.usage(&agent, tomorrow).await.expect("u"),
+            DailyUsage::default()
+        );
     }
 }

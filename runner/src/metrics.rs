@@ -65,7 +65,9 @@ impl RunnerMetrics {
     pub fn register(registry: &SharedRegistry) -> Self {
         let m = Self {
             activations: Family::default(),
-            activation_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.05, 2.0, 14))),
+            activation_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.05, 2.0, 14))
+            }),
             in_flight: Gauge::default(),
             queue_wait: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             heartbeat_timestamp: Gauge::default(),
@@ -76,14 +78,26 @@ impl RunnerMetrics {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         };
-        reg.register("botburrow_activations", "Finished activations by agent, task type and outcome", m.activations.clone());
+        reg.register(
+            "botburrow_activations",
+            "Finished activations by agent, task type and outcome",
+            m.activations.clone(),
+        );
         reg.register(
             "botburrow_activation_duration_seconds",
             "Wall time of one activation",
             m.activation_duration.clone(),
         );
-        reg.register("botburrow_activations_in_flight", "Activations running now in this runner", m.in_flight.clone());
-        reg.register("botburrow_queue_wait_seconds", "Time a work item waited between enqueue and claim", m.queue_wait.clone());
+        reg.register(
+            "botburrow_activations_in_flight",
+            "Activations running now in this runner",
+            m.in_flight.clone(),
+        );
+        reg.register(
+            "botburrow_queue_wait_seconds",
+            "Time a work item waited between enqueue and claim",
+            m.queue_wait.clone(),
+        );
         reg.register(
             "botburrow_runner_heartbeat_timestamp_seconds",
             "Epoch seconds of the last heartbeat this runner wrote",
@@ -115,11 +129,19 @@ impl RunnerMetrics {
 
     /// Counts one skipped notification.
     pub fn skipped(&self, reason: &str) {
-        self.notifications_skipped.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.notifications_skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one config error.
     pub fn config_error(&self, agent: &str) {
-        self.config_errors.get_or_create(&AgentLabel { agent: agent.to_string() }).inc();
+        self.config_errors
+            .get_or_create(&AgentLabel {
+                agent: agent.to_string(),
+            })
+            .inc();
     }
 }
