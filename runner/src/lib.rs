@@ -9,3 +9,5 @@ pub mod heartbeat;
 pub mod kv;
 pub mod limits;
 pub mod metrics;
+pub mod llm;
+pub mod executors;
