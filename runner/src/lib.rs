@@ -10,4 +10,3 @@ pub mod kv;
 pub mod limits;
 pub mod metrics;
 pub mod llm;
-pub mod executors;
