@@ -10,3 +10,4 @@ pub mod kv;
 pub mod limits;
 pub mod metrics;
 pub mod llm;
+pub mod executors;
