@@ -6,6 +6,8 @@
 //!
 //! No helper here talks to anything but loopback.
 
+pub mod mock_llm;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
