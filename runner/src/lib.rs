@@ -11,3 +11,4 @@ pub mod limits;
 pub mod metrics;
 pub mod llm;
 pub mod executors;
+pub mod mcp;
