@@ -7,6 +7,7 @@
 //! - [`ids`], [`work`]: newtype ids, work items, priorities and runner modes.
 //! - [`agent`]: the agent definition model (`config.yaml` + `system-prompt.md`).
 //! - [`valkey`]: every Valkey key name and Lua script, in one place.
+//! - [`queue`]: the work queue contract with its Valkey and in-memory backends.
 //! - [`grants`], [`policy`]: the grant model (`service:scope`) and the cluster permission policy.
 
 pub mod agent;
@@ -15,6 +16,7 @@ pub mod health;
 pub mod hub;
 pub mod ids;
 pub mod policy;
+pub mod queue;
 pub mod settings;
 pub mod telemetry;
 pub mod valkey;

@@ -3,7 +3,7 @@
 //! components that own them but take their key names from here.
 
 use crate::ids::{ActivationId, AgentId, RunnerId};
-use crate::work::Priority;
+use crate::work::{Priority, TaskType};
 
 /// `work:queue:high|normal|low`: LIST of WorkItem JSON.
 pub fn queue(priority: Priority) -> String {
@@ -16,6 +16,16 @@ pub const QUEUED: &str = "work:queued";
 pub const ACTIVE: &str = "work:active";
 /// ZSET activation id by lease deadline (epoch ms); the reaper scans it.
 pub const LEASES: &str = "work:leases";
+/// HASH activation id → WorkItem JSON of every leased item: the durable copy the reaper requeues
+/// from when `activation:{id}` has expired or was deleted.
+pub const INFLIGHT: &str = "work:inflight";
+
+/// `work:signal:inbox|discovery`: LIST of wake-up tokens, one per waiting item of that task type;
+/// idle claimers block on it (BLPOP) instead of polling.
+pub fn signal(task: TaskType) -> String {
+    format!("work:signal:{}", task.as_str())
+}
+
 /// HASH agent id → consecutive failure count.
 pub const FAILURES: &str = "work:failures";
 /// HASH agent id → last failure time (epoch s), for decay.
