@@ -1,0 +1,519 @@
+//! The MCP manager against a real stdio MCP server process (testkit's `botburrow-test-mcp-server`).
+
+mod mcp_support;
+
+use botburrow_runner::mcp::manager::CommandSpec;
+use botburrow_runner::mcp::{McpActivation, McpManager};
+use botburrow_runner::tools::ToolSet;
+use botburrow_shared::agent::McpServerEntry;
+use botburrow_shared::grants::Grants;
+use botburrow_shared::ids::AgentId;
+use botburrow_testkit::eventually;
+use mcp_support::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn grants(list: &[&str]) -> Grants {
+    Grants::parse("agents/t/config.yaml", list).expect("valid grants")
+}
+
+fn env_map(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_and_calls_tools_under_prefixed_names() {
+    let (opts, registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["test_srv:*"]);
+    let servers = vec![custom("test_srv", None, &[])];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    assert_eq!(mgr.servers(), vec!["test_srv"]);
+
+    let mut set = ToolSet::new();
+    mgr.add_to(&mut set);
+    let names: Vec<String> = set.specs().into_iter().map(|s| s.name).collect();
+    for expected in [
+        "mcp_test_srv_echo",
+        "mcp_test_srv_env",
+        "mcp_test_srv_crash",
+        "mcp_test_srv_fail",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let echo = set
+        .specs()
+        .into_iter()
+        .find(|s| s.name == "mcp_test_srv_echo")
+        .expect("echo");
+    assert_eq!(echo.description, "Echo the given text back");
+    assert_eq!(echo.input_schema["required"], json!(["text"]));
+
+    let out = set
+        .call("mcp_test_srv_echo", json!({"text": "hello burrow"}))
+        .await;
+    assert!(!out.is_error, "{out:?}");
+    assert_eq!(out.text, "hello burrow");
+
+    // isError is honoured and every text part is kept.
+    let out = set
+        .call("mcp_test_srv_fail", json!({"message": "boom"}))
+        .await;
+    assert!(out.is_error);
+    assert_eq!(out.text, "failure part 1\nboom");
+
+    // A protocol-level error (unknown arguments shape) is an error result, not a panic.
+    let out = mgr.call("mcp_test_srv_echo", json!("not an object")).await;
+    assert!(
+        out.is_error && out.text.contains("must be a JSON object"),
+        "{out:?}"
+    );
+
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_tool_calls_total",
+            "server=\"test_srv\",outcome=\"ok\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_tool_calls_total",
+            "server=\"test_srv\",outcome=\"tool_error\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_server_starts_total",
+            "server=\"test_srv\",outcome=\"started\""
+        ),
+        Some(1.0)
+    );
+    mgr.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_kills_the_server_and_its_process_group() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["k:*"]);
+    let servers = vec![custom("k", None, &[])];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    let pid = mgr.pid("k").expect("pid");
+    let reported: u32 = mgr
+        .call("mcp_k_pid", json!({}))
+        .await
+        .text
+        .parse()
+        .expect("pid text");
+    assert_eq!(pid, reported);
+    let grandchild: u32 = mgr
+        .call("mcp_k_spawn", json!({}))
+        .await
+        .text
+        .parse()
+        .expect("grandchild pid");
+    assert!(!pid_gone(pid) && !pid_gone(grandchild));
+
+    mgr.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), || async { pid_gone(pid) }).await,
+        "server {pid} still running"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async { pid_gone(grandchild) }).await,
+        "grandchild {grandchild} survived the activation"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_manager_kills_the_servers() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["d:*"]);
+    let servers = vec![custom("d", None, &[])];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    let pid = mgr.pid("d").expect("pid");
+    drop(mgr);
+    assert!(
+        eventually(Duration::from_secs(10), || async { pid_gone(pid) }).await,
+        "server {pid} still running"
+    );
+}
+
+#[tokio::test]
+async fn a_server_crashing_mid_call_gives_error_results() {
+    let (opts, registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["c:*"]);
+    let servers = vec![custom("c", None, &[])];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    let out = mgr.call("mcp_c_crash", json!({})).await;
+    assert!(out.is_error, "{out:?}");
+    assert!(out.text.contains("MCP server 'c' exited"), "{}", out.text);
+    let later = mgr
+        .call("mcp_c_echo", json!({"text": "still there?"}))
+        .await;
+    assert!(later.is_error, "{later:?}");
+    assert!(later.text.contains("not running"), "{}", later.text);
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_tool_calls_total",
+            "server=\"c\",outcome=\"server_died\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_tool_calls_total",
+            "server=\"c\",outcome=\"unavailable\""
+        ),
+        Some(1.0)
+    );
+    mgr.shutdown().await;
+}
+
+#[tokio::test]
+async fn servers_the_grants_do_not_allow_are_not_started() {
+    let (mut opts, registry) = options();
+    // If github were started it would run the test server, so "not started" is observable.
+    opts.builtin_commands.insert(
+        "github".into(),
+        CommandSpec {
+            program: test_server(),
+            args: vec![],
+        },
+    );
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["hub:read"]);
+    let servers = vec![
+        McpServerEntry::Builtin("github".into()),
+        custom("private", None, &[]),
+        custom("scoped", Some("arxiv:read"), &[]),
+    ];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("refusals are not errors");
+    assert!(mgr.servers().is_empty(), "{:?}", mgr.servers());
+    assert!(mgr.tools().is_empty());
+    for s in ["github", "private", "scoped"] {
+        assert_eq!(
+            metric_value(
+                &registry,
+                "botburrow_mcp_server_starts_total",
+                &format!("server=\"{s}\",outcome=\"refused\"")
+            ),
+            Some(1.0),
+            "{s}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
+    let (mut opts, _registry) = options();
+    opts.builtin_commands.insert(
+        "github".into(),
+        CommandSpec {
+            program: test_server(),
+            args: vec![],
+        },
+    );
+    opts.builtin_commands.insert(
+        "brave".into(),
+        CommandSpec {
+            program: test_server(),
+            args: vec![],
+        },
+    );
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("agent-7");
+    // github:write (implies read): the test server's `env` tool is unknown to the github table,
+    // so it counts as a write tool.
+    let g = grants(&["github:write", "hub:write", "notes:*"]);
+    let mut with_env = custom("notes", None, &[]);
+    if let McpServerEntry::Custom(c) = &mut with_env {
+        c.env.insert("NOTES_MODE".into(), "plain".into());
+    }
+    let servers = vec![
+        McpServerEntry::Builtin("github".into()),
+        McpServerEntry::Builtin("brave".into()),
+        custom("hubby", Some("hub:read"), &[]),
+        with_env,
+    ];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    assert_eq!(
+        mgr.servers(),
+        vec!["github", "hubby", "notes"],
+        "brave needs brave:search"
+    );
+
+    let ws_text = ws.path().to_string_lossy().into_owned();
+    let github = env_map(&mgr.call("mcp_github_env", json!({})).await.text);
+    let keys: Vec<&str> = github.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        vec!["GITHUB_PERSONAL_ACCESS_TOKEN", "HOME", "LANG", "PATH"],
+        "{github:?}"
+    );
+    assert_eq!(github["GITHUB_PERSONAL_ACCESS_TOKEN"], "ghp_test_pat");
+    assert_eq!(github["HOME"], ws_text);
+
+    let hub = env_map(&mgr.call("mcp_hubby_env", json!({})).await.text);
+    let keys: Vec<&str> = hub.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "HOME",
+            "HUB_AGENT_ID",
+            "HUB_API_KEY",
+            "HUB_URL",
+            "LANG",
+            "PATH"
+        ],
+        "{hub:?}"
+    );
+    assert_eq!(hub["HUB_AGENT_ID"], "agent-7");
+    assert_eq!(hub["HUB_API_KEY"], "hub_test_key");
+
+    let notes = env_map(&mgr.call("mcp_notes_env", json!({})).await.text);
+    let keys: Vec<&str> = notes.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        vec!["HOME", "LANG", "NOTES_MODE", "PATH"],
+        "{notes:?}"
+    );
+    mgr.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_start_fails_the_activation_with_its_name() {
+    let (mut opts, registry) = options();
+    opts.builtin_commands.insert(
+        "github".into(),
+        CommandSpec {
+            program: "/nonexistent/mcp-github".into(),
+            args: vec![],
+        },
+    );
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["github:read", "early:*", "slow:*"]);
+
+    let servers = vec![McpServerEntry::Builtin("github".into())];
+    let err = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .err()
+    .expect("must fail");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "MCP server 'github' failed to start: cannot run '/nonexistent/mcp-github'"
+        ),
+        "{text}"
+    );
+
+    let servers = vec![custom("early", None, &["--exit-at-start"])];
+    let err = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .err()
+    .expect("must fail");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("MCP server 'early' failed to start: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("refusing to start (--exit-at-start)"),
+        "stderr tail should explain: {text}"
+    );
+
+    opts.startup_timeout = Duration::from_millis(500);
+    let servers = vec![custom("slow", None, &["--hang-at-start"])];
+    let err = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .err()
+    .expect("must fail");
+    assert!(
+        err.to_string()
+            .starts_with("MCP server 'slow' failed to start: no answer"),
+        "{err}"
+    );
+    assert_eq!(
+        metric_value(
+            &registry,
+            "botburrow_mcp_server_starts_total",
+            "server=\"github\",outcome=\"failed\""
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn an_optional_server_may_fail_without_failing_the_activation() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["good:*", "flaky:*"]);
+    let mut flaky = custom("flaky", None, &["--exit-at-start"]);
+    if let McpServerEntry::Custom(c) = &mut flaky {
+        c.optional = true;
+    }
+    let servers = vec![custom("good", None, &[]), flaky];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("optional failure tolerated");
+    assert_eq!(mgr.servers(), vec!["good"]);
+    assert_eq!(
+        mgr.call("mcp_good_echo", json!({"text": "ok"})).await.text,
+        "ok"
+    );
+    mgr.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_builtin_names_and_duplicates_are_config_errors() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["x:*"]);
+    let servers = vec![McpServerEntry::Builtin("gitlab".into())];
+    let err = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .err()
+    .expect("unknown");
+    assert!(
+        err.to_string().starts_with("unknown MCP server 'gitlab'"),
+        "{err}"
+    );
+    let servers = vec![custom("x", None, &[]), custom("x", None, &[])];
+    let err = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .err()
+    .expect("duplicate");
+    assert!(err.to_string().contains("listed twice"), "{err}");
+}
