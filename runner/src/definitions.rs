@@ -194,24 +194,23 @@ impl DefinitionStore {
         if id.is_empty() || id.contains('/') || id.contains('\\') || id.starts_with('.') {
             return Err(DefinitionError::InvalidId(id.to_string()));
         }
-        let generation = {
+        let (generation, cached) = {
             let st = self.lock();
             match st.agents.get(agent) {
                 Some(e) if e.generation == st.generation && e.error_reported.is_none() => {
-                    let cached = e.config.clone();
-                    let generation = st.generation;
-                    drop(st);
-                    // An expired or deleted cache key (TTL, invalidation webhook) forces a re-read;
-                    // a Valkey error keeps the in-process copy.
-                    match self.kv.exists(&valkey::agent_cache(agent)).await {
-                        Ok(false) => {}
-                        _ => return Ok(cached),
-                    }
-                    generation
+                    (st.generation, Some(e.config.clone()))
                 }
-                _ => st.generation,
+                _ => (st.generation, None),
             }
         };
+        if let Some(cached) = cached {
+            // An expired or deleted cache key (TTL, invalidation webhook) forces a re-read;
+            // a Valkey error keeps the in-process copy.
+            match self.kv.exists(&valkey::agent_cache(agent)).await {
+                Ok(false) => {}
+                _ => return Ok(cached),
+            }
+        }
         self.refresh(agent, generation).await
     }
 

@@ -12,3 +12,6 @@ pub mod metrics;
 pub mod llm;
 pub mod executors;
 pub mod mcp;
+pub mod activation;
+pub mod prompt;
+pub mod worker;
