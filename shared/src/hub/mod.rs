@@ -99,7 +99,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Delay before the first retry; doubles each time, with jitter.
     pub base_delay: Duration,
-    /// Upper bound for one delay (a `Retry-After` is honoured up to 10x this).
+    /// Upper bound for one computed delay (a server's `Retry-After` is honoured up to 60 s).
     pub max_delay: Duration,
 }
 
@@ -153,6 +153,8 @@ impl std::fmt::Debug for HubClient {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const LONG_POLL_GRACE: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` the client will wait before its next attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl HubClient {
     /// A client for `base_url` (without `/api/v1`), sending `Authorization: Bearer <key>` when a
@@ -270,7 +272,7 @@ impl HubClient {
                         retry_after: Some(after),
                     } = &err
                     {
-                        delay = (*after).min(self.retry.max_delay * 10);
+                        delay = (*after).min(MAX_RETRY_AFTER);
                     }
                     tracing::warn!(endpoint, attempt, error = %err, delay_ms = delay.as_millis() as u64, "backoff");
                     tokio::time::sleep(delay).await;

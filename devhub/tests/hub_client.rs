@@ -1,0 +1,493 @@
+//! The typed Hub client (`botburrow_shared::hub`) against the real dev Hub over HTTP, plus its
+//! retry policy against tiny local servers that fail on purpose.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use botburrow_shared::hub::{
+    Consumption, DiscoverQuery, HubClient, HubError, NewPost, NotificationType, PollOutcome,
+    RetryPolicy,
+};
+use botburrow_shared::ids::{ActivationId, AgentId};
+use botburrow_shared::settings::Secret;
+use botburrow_shared::work::TaskType;
+use common::{ADMIN, RON, SERVICE, TestHub, agent_key};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn id(s: &str) -> AgentId {
+    AgentId::new(s)
+}
+
+#[tokio::test]
+async fn the_fleet_flow_works_end_to_end_through_the_client() {
+    let hub = TestHub::start().await;
+    let fleet = hub.client(Some(SERVICE));
+    let ron = hub.client(Some(RON));
+    fleet.health().await.expect("health");
+
+    // Nothing to do: an empty poll with timeout 0 and an empty fallback list.
+    assert_eq!(
+        fleet
+            .poll_notifications(Duration::ZERO, 100)
+            .await
+            .expect("poll"),
+        PollOutcome::Agents(vec![])
+    );
+    assert!(
+        fleet
+            .agents_with_notifications()
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Ron mentions simple-bot.
+    let post = ron
+        .create_post(
+            &id("ron"),
+            &NewPost {
+                title: Some("Help".into()),
+                content: "@simple-bot what is 2+2?".into(),
+                community: Some("m/general".into()),
+            },
+            "ron-post-1",
+        )
+        .await
+        .expect("post");
+    assert_eq!(post.author.id.as_str(), "ron");
+    assert_eq!(post.community.as_deref(), Some("m/general"));
+
+    let PollOutcome::Agents(agents) = fleet
+        .poll_notifications(Duration::from_secs(5), 100)
+        .await
+        .expect("poll")
+    else {
+        panic!("poll is supported")
+    };
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (agents[0].id.as_str(), agents[0].notification_count),
+        ("simple-bot", 1)
+    );
+    assert_eq!(
+        fleet.agents_with_notifications().await.expect("fallback"),
+        agents
+    );
+
+    // The runner's steps.
+    let bot = id("simple-bot");
+    let inbox = fleet.notifications(&bot, true).await.expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    let n = &inbox[0];
+    assert_eq!(n.kind, NotificationType::Mention);
+    assert_eq!(n.post_id.as_deref(), Some(post.id.as_str()));
+    assert_eq!(n.from_agent.as_ref().map(|f| f.name.as_str()), Some("ron"));
+    assert!(!n.read);
+    let thread = fleet.get_post(&post.id).await.expect("thread");
+    assert_eq!(thread.post.title.as_deref(), Some("Help"));
+    assert!(thread.comments.is_empty());
+    let reply = fleet
+        .create_comment(&bot, &post.id, "4", None, "reply-1")
+        .await
+        .expect("comment");
+    assert_eq!(reply.post_id, post.id);
+    let nested = fleet
+        .create_comment(
+            &id("claude-coder-1"),
+            &post.id,
+            "agreed",
+            Some(&reply.id),
+            "reply-2",
+        )
+        .await
+        .expect("nested");
+    assert_eq!(nested.parent_id.as_deref(), Some(reply.id.as_str()));
+    assert_eq!(
+        fleet.mark_read(&bot, &[n.id.clone()]).await.expect("mark"),
+        1
+    );
+    assert_eq!(
+        fleet
+            .mark_read(&bot, &[n.id.clone()])
+            .await
+            .expect("mark again"),
+        0
+    );
+    fleet.activated(&bot).await.expect("activated");
+    fleet
+        .record_consumption(
+            &Consumption {
+                agent_id: bot.clone(),
+                tokens_input: 1200,
+                tokens_output: 300,
+                cost_usd: 0.25,
+                model: "claude-sonnet-4".into(),
+                activation_id: ActivationId::new("act-1"),
+                task_type: TaskType::Inbox,
+                duration_seconds: 3.5,
+            },
+            "consumption-act-1",
+        )
+        .await
+        .expect("consumption");
+    let budget = fleet.budget_health(&bot).await.expect("budget");
+    assert!(budget.healthy);
+    assert_eq!(
+        (budget.daily_used, budget.daily_limit, budget.monthly_limit),
+        (0.25, 10.0, 100.0)
+    );
+    assert_eq!(budget.status, "healthy");
+
+    // Afterwards: only the nested reply is unread, ron has replies, simple-bot is not stale.
+    let unread = fleet.notifications(&bot, true).await.expect("inbox");
+    assert_eq!(unread.len(), 1);
+    assert_eq!(unread[0].kind, NotificationType::Reply);
+    assert_eq!(unread[0].comment_id.as_deref(), Some(nested.id.as_str()));
+    assert_eq!(
+        fleet
+            .notifications(&bot, false)
+            .await
+            .expect("history")
+            .len(),
+        2
+    );
+    let ron_inbox = fleet.notifications(&id("ron"), true).await.expect("ron");
+    assert!(ron_inbox.iter().all(|n| n.kind == NotificationType::Reply) && ron_inbox.len() == 2);
+    let stale = fleet
+        .stale_agents(Duration::from_secs(900))
+        .await
+        .expect("stale");
+    assert!(
+        stale
+            .iter()
+            .all(|a| a.id.as_str() != "simple-bot" && a.last_activated_at.is_none())
+    );
+    assert_eq!(stale.len(), 3);
+    let thread = fleet.get_post(&post.id).await.expect("thread");
+    assert_eq!(thread.comments.len(), 2);
+    assert_eq!(thread.post.comment_count, 2);
+    assert_eq!(thread.comments[0].author.id.as_str(), "simple-bot");
+    let st = hub.state().await;
+    assert_eq!(
+        st["agents"]
+            .as_array()
+            .expect("agents")
+            .iter()
+            .find(|a| a["id"] == "simple-bot")
+            .expect("bot")["activation_count"],
+        1
+    );
+    assert_eq!(st["consumption"][0]["model"], "claude-sonnet-4");
+
+    // Search and discovery through the client.
+    let found = fleet
+        .search("what is", Some("m/general"), 10)
+        .await
+        .expect("search");
+    assert_eq!(
+        found.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        vec![post.id.clone()]
+    );
+    assert!(
+        fleet
+            .search("what is", Some("m/rust"), 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    let q = DiscoverQuery {
+        communities: vec!["m/general".into()],
+        ..DiscoverQuery::default()
+    };
+    assert!(
+        fleet.discover(&bot, &q).await.expect("discover").is_empty(),
+        "simple-bot already answered"
+    );
+    let other = fleet
+        .discover(&id("devops-agent"), &q)
+        .await
+        .expect("discover");
+    assert_eq!(other.len(), 1);
+
+    // Retried creates with the same key make one post.
+    let again = ron
+        .create_post(
+            &id("ron"),
+            &NewPost {
+                content: "ignored".into(),
+                ..NewPost::default()
+            },
+            "ron-post-1",
+        )
+        .await
+        .expect("replay");
+    assert_eq!(again.id, post.id);
+    assert_eq!(
+        hub.state().await["posts"].as_array().expect("posts").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_typed_and_4xx_is_not_retried() {
+    let hub = TestHub::start().await;
+    let fleet = hub.client(Some(SERVICE));
+    match fleet.notifications(&id("ghost"), true).await {
+        Err(HubError::NotFound { what }) => assert_eq!(what, "Agent 'ghost' not found"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(
+        fleet.get_post("nope").await,
+        Err(HubError::NotFound { .. })
+    ));
+    let bad = hub.client(Some("wrong-key"));
+    assert!(matches!(
+        bad.agents_with_notifications().await,
+        Err(HubError::Unauthorized)
+    ));
+    let agent = hub.client(Some(&agent_key("simple-bot")));
+    assert!(matches!(
+        agent.poll_notifications(Duration::ZERO, 10).await,
+        Err(HubError::Forbidden)
+    ));
+    assert!(matches!(
+        agent.stale_agents(Duration::from_secs(1)).await,
+        Err(HubError::Forbidden)
+    ));
+    let admin = hub.client(Some(ADMIN));
+    match admin
+        .create_post(
+            &id("ron"),
+            &NewPost {
+                content: " ".into(),
+                ..NewPost::default()
+            },
+            "k",
+        )
+        .await
+    {
+        Err(HubError::Api {
+            status: 422,
+            detail,
+        }) => assert!(detail.contains("content")),
+        other => panic!("expected a 422, got {other:?}"),
+    }
+    let nobody = HubClient::new(&hub.hub.url(), None).expect("client");
+    assert!(matches!(
+        nobody.search("x", None, 1).await,
+        Err(HubError::Unauthorized)
+    ));
+    nobody.health().await.expect("health needs no key");
+}
+
+#[tokio::test]
+async fn poll_falls_back_when_disabled_and_unknown_types_are_kept() {
+    let hub = TestHub::start().await;
+    let fleet = hub.client(Some(SERVICE));
+    hub.post(Some(ADMIN), "/_dev/poll", json!({"enabled": false}))
+        .await;
+    assert_eq!(
+        fleet
+            .poll_notifications(Duration::from_secs(5), 100)
+            .await
+            .expect("poll"),
+        PollOutcome::Unsupported
+    );
+    for kind in ["dm", "thread_update", "mention"] {
+        let (s, _) = hub
+            .post(Some(ADMIN), "/_dev/notifications", json!({"agent_id": "example-agent", "type": kind, "content": "c", "from_agent": "ron"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let inbox = fleet
+        .notifications(&id("example-agent"), true)
+        .await
+        .expect("inbox with odd types");
+    let kinds: Vec<NotificationType> = inbox.into_iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            NotificationType::Dm,
+            NotificationType::Other("thread_update".into()),
+            NotificationType::Mention
+        ]
+    );
+    let fallback = fleet.agents_with_notifications().await.expect("fallback");
+    assert_eq!(fallback[0].notification_count, 3);
+}
+
+/// A local server that answers from a script of statuses and records what it saw.
+#[derive(Clone, Default)]
+struct Script {
+    statuses: Arc<Mutex<Vec<(u16, Option<&'static str>)>>>,
+    seen_keys: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Script {
+    fn hits(&self) -> usize {
+        self.seen_keys.lock().expect("lock").len()
+    }
+}
+
+async fn scripted(State(s): State<Script>, headers: HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    s.seen_keys.lock().expect("lock").push(
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    );
+    let next = {
+        let mut st = s.statuses.lock().expect("lock");
+        if st.is_empty() {
+            (200, None)
+        } else {
+            st.remove(0)
+        }
+    };
+    let status = StatusCode::from_u16(next.0).expect("status");
+    let body = json!({"id": "p1", "author": {"id": "a", "name": "a"}, "content": "c",
+                      "created_at": "2026-01-01T00:00:00Z", "results": [], "detail": "scripted"});
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(after) = next.1 {
+        resp.headers_mut()
+            .insert("retry-after", after.parse().expect("header"));
+    }
+    resp
+}
+
+async fn script_server(
+    statuses: Vec<(u16, Option<&'static str>)>,
+) -> (String, Script, CancellationToken) {
+    let script = Script {
+        statuses: Arc::new(Mutex::new(statuses)),
+        ..Script::default()
+    };
+    let app = axum::Router::new()
+        .route("/api/v1/search", get(scripted))
+        .route("/api/v1/posts", post(scripted))
+        .route(
+            "/api/v1/notifications/poll",
+            get(|| async { tokio::time::sleep(Duration::from_secs(60)).await }),
+        )
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(t.cancelled_owned())
+            .await
+    });
+    (format!("http://{addr}"), script, token)
+}
+
+fn fast(url: &str) -> HubClient {
+    HubClient::new(url, Some(Secret::new("k")))
+        .expect("client")
+        .with_retry(RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+        })
+}
+
+#[tokio::test]
+async fn a_500_is_retried_with_the_same_idempotency_key() {
+    let (url, script, token) = script_server(vec![(500, None)]).await;
+    let post = fast(&url)
+        .create_post(
+            &id("a"),
+            &NewPost {
+                content: "c".into(),
+                ..NewPost::default()
+            },
+            "key-1",
+        )
+        .await
+        .expect("second attempt succeeds");
+    assert_eq!(post.id, "p1");
+    let keys = script.seen_keys.lock().expect("lock").clone();
+    assert_eq!(
+        keys,
+        vec![Some("key-1".to_string()), Some("key-1".to_string())]
+    );
+    token.cancel();
+}
+
+#[tokio::test]
+async fn retries_stop_after_max_attempts_and_honour_retry_after() {
+    let (url, script, token) =
+        script_server(vec![(503, None), (502, None), (500, None), (500, None)]).await;
+    assert!(matches!(
+        fast(&url).search("x", None, 1).await,
+        Err(HubError::Server { status: 500 })
+    ));
+    assert_eq!(script.hits(), 3, "three attempts in total");
+    token.cancel();
+
+    let (url, script, token) = script_server(vec![(429, Some("1"))]).await;
+    let started = std::time::Instant::now();
+    fast(&url)
+        .search("x", None, 1)
+        .await
+        .expect("after the 429");
+    assert_eq!(script.hits(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After: 1 honoured, took {:?}",
+        started.elapsed()
+    );
+    token.cancel();
+}
+
+#[tokio::test]
+async fn a_404_or_422_is_not_retried() {
+    let (url, script, token) = script_server(vec![(404, None), (422, None)]).await;
+    let client = fast(&url);
+    assert!(
+        matches!(client.search("x", None, 1).await, Err(HubError::NotFound { what }) if what == "scripted")
+    );
+    assert_eq!(script.hits(), 1);
+    assert!(matches!(
+        client.search("x", None, 1).await,
+        Err(HubError::Api { status: 422, .. })
+    ));
+    assert_eq!(script.hits(), 2);
+    token.cancel();
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_then_typed() {
+    let port = botburrow_testkit::free_port();
+    let client = fast(&format!("http://127.0.0.1:{port}"));
+    assert!(matches!(
+        client.health().await,
+        Err(HubError::Connect { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_poll_that_outlives_its_client_timeout_means_no_work() {
+    let (url, _script, token) = script_server(vec![]).await;
+    let started = std::time::Instant::now();
+    let out = fast(&url)
+        .poll_notifications(Duration::ZERO, 10)
+        .await
+        .expect("timeout is not an error");
+    assert_eq!(out, PollOutcome::Agents(vec![]));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(13),
+        "HTTP timeout is timeout + 10 s: {took:?}"
+    );
+    token.cancel();
+}
