@@ -15,3 +15,4 @@ pub mod mcp;
 pub mod activation;
 pub mod prompt;
 pub mod worker;
+pub mod app;
