@@ -157,7 +157,7 @@ pub struct RecordedRequest {
     pub headers: BTreeMap<String, String>,
     /// Parsed JSON body (`Null` if it was not JSON).
     pub body: Value,
-    /// Status the server answered.
+    /// Status the server answered (0 while the answer is still pending).
     pub status: u16,
     /// The error message when it answered 4xx/5xx.
     pub error: Option<String>,
@@ -318,15 +318,24 @@ async fn handle(
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let body_json = parsed.as_ref().cloned().unwrap_or(Value::Null);
     let at = std::time::Instant::now();
-    let record = |status: u16, error: Option<String>| {
-        shared.lock().requests.push(RecordedRequest {
+    // Recorded on arrival (status 0 until answered) so tests can see in-flight requests.
+    let idx = {
+        let mut inner = shared.lock();
+        inner.requests.push(RecordedRequest {
             path: path.clone(),
-            headers: recorded_headers.clone(),
-            body: body_json.clone(),
-            status,
-            error,
+            headers: recorded_headers,
+            body: body_json,
+            status: 0,
+            error: None,
             at,
         });
+        inner.requests.len() - 1
+    };
+    let record = |status: u16, error: Option<String>| {
+        if let Some(r) = shared.lock().requests.get_mut(idx) {
+            r.status = status;
+            r.error = error;
+        }
     };
     let reject = |status: u16, message: String, param: Option<&str>| {
         record(status, Some(message.clone()));

@@ -1,5 +1,8 @@
 //! The tool abstraction the LLM loop sees: one trait for built-in Hub tools, sandbox tools and
-//! MCP tools alike, and a [`ToolSet`] that keeps names unique.
+//! MCP tools alike, and a [`ToolSet`] that keeps names unique. The built-in tools live in
+//! [`sandbox`] (workspace file and shell tools).
+
+pub mod sandbox;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -28,11 +31,17 @@ pub struct ToolOutput {
 impl ToolOutput {
     /// A successful result.
     pub fn ok(text: impl Into<String>) -> Self {
-        Self { text: text.into(), is_error: false }
+        Self {
+            text: text.into(),
+            is_error: false,
+        }
     }
     /// An error result.
     pub fn error(text: impl Into<String>) -> Self {
-        Self { text: text.into(), is_error: true }
+        Self {
+            text: text.into(),
+            is_error: true,
+        }
     }
 }
 
@@ -107,7 +116,11 @@ mod tests {
     #[async_trait]
     impl Tool for Echo {
         fn spec(&self) -> ToolSpec {
-            ToolSpec { name: self.0.into(), description: "echo".into(), input_schema: serde_json::json!({"type":"object"}) }
+            ToolSpec {
+                name: self.0.into(),
+                description: "echo".into(),
+                input_schema: serde_json::json!({"type":"object"}),
+            }
         }
         async fn call(&self, args: serde_json::Value) -> ToolOutput {
             ToolOutput::ok(args.to_string())
@@ -121,7 +134,10 @@ mod tests {
         assert!(!set.add(Arc::new(Echo("a"))));
         assert!(set.add(Arc::new(Echo("b"))));
         assert_eq!(set.len(), 2);
-        assert_eq!(set.call("a", serde_json::json!({"x":1})).await, ToolOutput::ok("{\"x\":1}"));
+        assert_eq!(
+            set.call("a", serde_json::json!({"x":1})).await,
+            ToolOutput::ok("{\"x\":1}")
+        );
         assert!(set.call("zzz", serde_json::json!({})).await.is_error);
     }
 }

@@ -1,0 +1,325 @@
+//! Resilience of the provider chain over real HTTP: retries honouring Retry-After, failover on
+//! 503 and 429, no failover on 401, the circuit breaker under a fake clock (with its metric),
+//! and the shared RPM limit under paused tokio time.
+
+use botburrow_runner::llm::{
+    LlmContext, LlmError, LlmRuntime, LoopParams, ManualClock, PriceTable, ProviderChain,
+    RetryPolicy, RuntimeConfig, StopReason, TokioClock, run_tool_loop,
+};
+use botburrow_runner::tools::ToolSet;
+use botburrow_shared::agent::{Brain, FallbackBrain};
+use botburrow_shared::health::{SharedRegistry, new_registry, render_metrics};
+use botburrow_shared::ids::AgentId;
+use botburrow_testkit::mock_llm::{Flavor, MockLlm, MockReply};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn config(max_attempts: u32) -> RuntimeConfig {
+    RuntimeConfig {
+        retry: RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+            max_retry_after: Duration::from_secs(5),
+        },
+        breaker_threshold: 3,
+        ..RuntimeConfig::default()
+    }
+}
+
+fn ctx(rt: Arc<LlmRuntime>) -> LlmContext {
+    let env: HashMap<String, String> = [
+        ("GOOD_KEY".to_string(), MockLlm::TEST_KEY.to_string()),
+        ("BAD_KEY".to_string(), "sk-wrong".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    LlmContext::with_env(rt, Arc::new(env))
+}
+
+fn anthropic_primary_openai_fallback(
+    primary: &MockLlm,
+    fallback: &MockLlm,
+    primary_key: &str,
+) -> Brain {
+    Brain {
+        provider: "anthropic".into(),
+        model: "primary-model".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some(primary_key.into()),
+        fallbacks: vec![FallbackBrain {
+            provider: "openai".into(),
+            model: "fallback-model".into(),
+            api_base: Some(fallback.base_url()),
+            api_key_env: Some("GOOD_KEY".into()),
+        }],
+        ..Brain::default()
+    }
+}
+
+fn params() -> LoopParams {
+    LoopParams {
+        system: "sys".into(),
+        user_prompt: "hello".into(),
+        max_iterations: 3,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+        agent: AgentId::new("agent-r"),
+    }
+}
+
+async fn run(chain: &ProviderChain) -> Result<botburrow_runner::llm::LoopOutcome, LlmError> {
+    run_tool_loop(params(), chain, &ToolSet::new(), &CancellationToken::new()).await
+}
+
+fn rt(registry: &SharedRegistry, max_attempts: u32) -> Arc<LlmRuntime> {
+    LlmRuntime::with_config(
+        registry,
+        PriceTable::builtin(),
+        config(max_attempts),
+        Arc::new(TokioClock::new()),
+    )
+    .expect("rt")
+}
+
+#[tokio::test]
+async fn a_500_is_retried_on_the_same_provider() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::error(500));
+    primary.push(MockReply::text("second try worked"));
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "GOOD_KEY"),
+        &ctx(rt(&new_registry(), 3)),
+    )
+    .expect("chain");
+    let out = run(&chain).await.expect("ok");
+    assert_eq!(out.final_text, "second try worked");
+    assert_eq!(out.model, "primary-model");
+    assert_eq!(primary.request_count(), 2);
+    assert_eq!(fallback.request_count(), 0);
+}
+
+#[tokio::test]
+async fn failover_to_the_second_provider_on_503() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::error(503));
+    primary.push(MockReply::error(503));
+    let registry = new_registry();
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "GOOD_KEY"),
+        &ctx(rt(&registry, 2)),
+    )
+    .expect("chain");
+    let out = run(&chain).await.expect("fallback answers");
+    assert_eq!(out.stop, StopReason::Final);
+    assert_eq!(out.final_text, "echo: hello");
+    assert_eq!(out.model, "fallback-model");
+    assert_eq!(
+        primary.request_count(),
+        2,
+        "retried max_attempts times first"
+    );
+    assert_eq!(fallback.request_count(), 1);
+    let text = render_metrics(&registry);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("botburrow_llm_errors_total{") && l.contains("kind=\"server_error\"")
+        })
+        .unwrap_or_else(|| panic!("no server_error line in {text}"));
+    assert!(line.ends_with(" 2"), "{line}");
+}
+
+#[tokio::test]
+async fn failover_on_429_after_honouring_retry_after() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::rate_limited(1));
+    primary.push(MockReply::rate_limited(1));
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "GOOD_KEY"),
+        &ctx(rt(&new_registry(), 2)),
+    )
+    .expect("chain");
+    let out = run(&chain).await.expect("fallback answers");
+    assert_eq!(out.model, "fallback-model");
+    let reqs = primary.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs.iter().all(|r| r.status == 429));
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    assert!(
+        gap >= Duration::from_millis(990),
+        "Retry-After: 1 was not honoured: {gap:?}"
+    );
+    assert_eq!(fallback.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_allowed_fails_over_at_once() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::rate_limited(600));
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "GOOD_KEY"),
+        &ctx(rt(&new_registry(), 3)),
+    )
+    .expect("chain");
+    let started = std::time::Instant::now();
+    let out = run(&chain).await.expect("fallback answers");
+    assert_eq!(out.model, "fallback-model");
+    assert_eq!(primary.request_count(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn no_retry_and_no_failover_on_401() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "BAD_KEY"),
+        &ctx(rt(&new_registry(), 3)),
+    )
+    .expect("chain");
+    let err = run(&chain).await.unwrap_err();
+    match &err {
+        LlmError::Api {
+            status, message, ..
+        } => {
+            assert_eq!(*status, 401);
+            assert_eq!(message, "invalid x-api-key");
+        }
+        other => panic!("expected Api 401, got {other:?}"),
+    }
+    assert!(
+        !err.to_string().contains("sk-wrong"),
+        "the key must not leak into errors: {err}"
+    );
+    assert_eq!(primary.request_count(), 1);
+    assert_eq!(fallback.request_count(), 0);
+}
+
+#[tokio::test]
+async fn breaker_opens_after_consecutive_failures_and_recovers_after_cooldown() {
+    let primary = MockLlm::start(Flavor::OpenAi).await;
+    for _ in 0..3 {
+        primary.push(MockReply::error(503));
+    }
+    let registry = new_registry();
+    let clock = Arc::new(ManualClock::new());
+    let rt = LlmRuntime::with_config(&registry, PriceTable::builtin(), config(1), clock.clone())
+        .expect("rt");
+    let b = Brain {
+        provider: "openai".into(),
+        model: "m".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some("GOOD_KEY".into()),
+        ..Brain::default()
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt)).expect("chain");
+    let label = chain.labels()[0].clone();
+    let gauge = |v: i64| format!("botburrow_llm_breaker_state{{provider=\"{label}\"}} {v}");
+    assert!(render_metrics(&registry).contains(&gauge(0)));
+
+    for _ in 0..3 {
+        assert!(matches!(
+            run(&chain).await,
+            Err(LlmError::Api { status: 503, .. })
+        ));
+    }
+    assert!(
+        render_metrics(&registry).contains(&gauge(1)),
+        "{}",
+        render_metrics(&registry)
+    );
+    // Open: the call is refused without touching the provider.
+    assert!(matches!(
+        run(&chain).await,
+        Err(LlmError::CircuitOpen { .. })
+    ));
+    assert_eq!(primary.request_count(), 3);
+
+    clock.advance(Duration::from_secs(29));
+    assert!(matches!(
+        run(&chain).await,
+        Err(LlmError::CircuitOpen { .. })
+    ));
+    assert_eq!(primary.request_count(), 3);
+
+    clock.advance(Duration::from_secs(1));
+    let out = run(&chain).await.expect("the half-open probe succeeds");
+    assert_eq!(out.final_text, "echo: hello");
+    assert_eq!(primary.request_count(), 4);
+    assert!(render_metrics(&registry).contains(&gauge(0)));
+    let text = render_metrics(&registry);
+    assert!(
+        text.contains(&format!(
+            "botburrow_llm_errors_total{{provider=\"{label}\",kind=\"circuit_open\"}} 2"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rpm_limit_holds_a_burst_of_100_requests_shared_by_all_activations() {
+    let registry = new_registry();
+    let rt = LlmRuntime::with_config(
+        &registry,
+        PriceTable::builtin(),
+        config(1),
+        Arc::new(TokioClock::new()),
+    )
+    .expect("rt");
+    let ctx = LlmContext::with_env(rt, Arc::new(HashMap::<String, String>::new()));
+    let b = Brain {
+        provider: "demo".into(),
+        model: "demo".into(),
+        rpm: Some(60),
+        ..Brain::default()
+    };
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        // One chain per "activation": they share the runtime's limiter.
+        let chain = ProviderChain::from_brain(&b, &ctx).expect("chain");
+        tasks.push(tokio::spawn(async move {
+            let p = LoopParams {
+                deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+                ..params()
+            };
+            run_tool_loop(p, &chain, &ToolSet::new(), &CancellationToken::new())
+                .await
+                .expect("demo");
+            start.elapsed()
+        }));
+    }
+    let mut done = Vec::new();
+    for t in tasks {
+        done.push(t.await.expect("join"));
+    }
+    done.sort();
+    let within_first_minute = done
+        .iter()
+        .filter(|d| **d < Duration::from_secs(60))
+        .count();
+    assert!(
+        within_first_minute <= 61,
+        "{within_first_minute} requests started in the first minute at rpm 60"
+    );
+    assert!(
+        within_first_minute >= 59,
+        "the limiter is too strict: {within_first_minute}"
+    );
+    assert!(done[99] >= Duration::from_secs(98), "{:?}", done[99]);
+    assert!(done[99] <= Duration::from_secs(101), "{:?}", done[99]);
+    // Any window of 10 s admits at most 10 + 1.
+    for (i, d) in done.iter().enumerate() {
+        let in_window = done[i..]
+            .iter()
+            .filter(|e| **e < *d + Duration::from_secs(10))
+            .count();
+        assert!(in_window <= 11, "window from {d:?} holds {in_window}");
+    }
+}
