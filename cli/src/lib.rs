@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod output;
+pub mod queue_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +27,56 @@ pub enum Command {
         #[command(subcommand)]
         action: AgentsCommand,
     },
+    /// Inspect and repair the work queue in Valkey.
+    Queue {
+        /// Valkey URL (default: $VALKEY_URL, $REDIS_URL, redis://127.0.0.1:6379).
+        #[arg(long, global = true)]
+        valkey_url: Option<String>,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        action: queue_cmd::QueueCommand,
+    },
+    /// List or force-stop running activations.
+    Activation {
+        /// Valkey URL (default: $VALKEY_URL, $REDIS_URL, redis://127.0.0.1:6379).
+        #[arg(long, global = true)]
+        valkey_url: Option<String>,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        /// What to do.
+        #[command(subcommand)]
+        action: queue_cmd::ActivationCommand,
+    },
+}
+
+/// The Valkey URL from a flag or the same variables the binaries read.
+pub fn valkey_url(flag: Option<String>) -> String {
+    use botburrow_shared::settings::{EnvSource, ProcessEnv};
+    flag.or_else(|| {
+        ["BOTBURROW_VALKEY_URL", "VALKEY_URL", "BOTBURROW_REDIS_URL", "REDIS_URL"].iter().find_map(|n| ProcessEnv.var(n))
+    })
+    .unwrap_or_else(|| "redis://127.0.0.1:6379".to_string())
+}
+
+fn block_on<F: std::future::Future<Output = Result<ExitCode, String>>>(f: F) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(f) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `botburrow agents ...`
@@ -57,5 +108,9 @@ pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Agents { action } => agents::run(action),
+        Command::Queue { valkey_url: url, json, action } => block_on(queue_cmd::run_queue(&valkey_url(url), action, json)),
+        Command::Activation { valkey_url: url, json, action } => {
+            block_on(queue_cmd::run_activation(&valkey_url(url), action, json))
+        }
     }
 }
