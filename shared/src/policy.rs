@@ -23,7 +23,9 @@
 //! (when there is an allowed list) and no denied pattern. A declared wildcard of a known service
 //! that is not wholly permitted is narrowed to its permitted concrete scopes (`github:*` with
 //! `github:write` denied becomes `github:read`); a `write` grant whose implied `read` is denied
-//! is dropped too, so deny always wins.
+//! is dropped too, so deny always wins. On reload, an empty file is ignored (it is the
+//! truncated instant of an in-place rewrite), so an operator clears a policy by writing rules
+//! that allow everything, not by emptying the file.
 
 use crate::grants::{Grant, Grants, canonical_service};
 use globset::{Glob, GlobMatcher};
@@ -248,6 +250,18 @@ impl Policy {
                 return false;
             }
         }
+        if grant.is_wildcard() {
+            // A wildcard holds every narrower grant, so any deny pattern reaching into it
+            // (`github:write` under `github:*`) rules the wildcard out; `effective` then keeps
+            // the permitted concrete scopes of a known service.
+            let prefix = text.trim_end_matches('*');
+            if denied.is_some_and(|d| {
+                d.iter()
+                    .any(|p| p.text.starts_with(prefix) || p.text.starts_with('*'))
+            }) {
+                return false;
+            }
+        }
         allowed.is_none_or(|a| any_match(a, &text))
     }
 
@@ -279,6 +293,7 @@ impl Policy {
 #[derive(Clone)]
 pub struct PolicyStore {
     rx: tokio::sync::watch::Receiver<Arc<Policy>>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
     _watcher: Option<Arc<notify::RecommendedWatcher>>,
 }
 
@@ -286,7 +301,11 @@ impl PolicyStore {
     /// A store with a fixed policy and no file (no `AGENT_PERMISSIONS_PATH`: every declared grant is kept).
     pub fn fixed(policy: Policy) -> Self {
         let (_tx, rx) = tokio::sync::watch::channel(Arc::new(policy));
-        Self { rx, _watcher: None }
+        Self {
+            rx,
+            last_error: Default::default(),
+            _watcher: None,
+        }
     }
 
     /// Loads `path` and watches its parent directory, reloading on any change there (ConfigMap
@@ -304,11 +323,16 @@ impl PolicyStore {
         };
         let mut last_text = std::fs::read_to_string(&path).ok();
         let file = path.clone();
+        let last_error: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let error_slot = last_error.clone();
         let handler = move |res: notify::Result<notify::Event>| {
             if res.is_err() {
                 return;
             }
             let text = match std::fs::read_to_string(&file) {
+                // An in-place rewrite truncates first; an empty read is that instant, not a
+                // policy (reloading it would briefly permit everything).
+                Ok(t) if t.trim().is_empty() => return,
                 Ok(t) => t,
                 Err(e) => {
                     // Mid-swap or removed: keep what we have.
@@ -322,12 +346,18 @@ impl PolicyStore {
             match Policy::parse(&file, &text) {
                 Ok(p) => {
                     last_text = Some(text);
+                    if let Ok(mut slot) = error_slot.lock() {
+                        *slot = None;
+                    }
                     tx.send_replace(Arc::new(p));
                     tracing::info!(path = %file.display(), "policy_reloaded");
                 }
                 Err(e) => {
                     last_text = Some(text);
                     tracing::warn!(error = %e, "policy_reload_failed");
+                    if let Ok(mut slot) = error_slot.lock() {
+                        *slot = Some(e.to_string());
+                    }
                 }
             }
         };
@@ -343,6 +373,7 @@ impl PolicyStore {
             })?;
         Ok(Self {
             rx,
+            last_error,
             _watcher: Some(Arc::new(watcher)),
         })
     }
@@ -353,6 +384,12 @@ impl PolicyStore {
             Some(p) => Self::open(p),
             None => Ok(Self::fixed(Policy::default())),
         }
+    }
+
+    /// The error of the latest reload attempt, if it failed (cleared by the next good reload);
+    /// the last good policy stays in force meanwhile.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     /// The policy as of now.
