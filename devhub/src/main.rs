@@ -1,7 +1,7 @@
 //! Thin entry point over the `botburrow_devhub` library: flags (each with an env twin), the
 //! `listening on` line, and SIGTERM/SIGINT handling.
 
-use botburrow_devhub::{DevHubConfig, Seed, start};
+use botburrow_devhub::{DevHubConfig, DevHubError, Seed, start};
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -58,12 +58,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     let config = DevHubConfig {
         listen: args.listen,
-        admin_key: args.admin_key,
-        service_key: args.service_key,
+        admin_key: args.admin_key.clone(),
+        service_key: args.service_key.clone(),
         seed: Some(seed),
         dev: args.dev,
     };
-    let hub = start(config, token.clone()).await?;
+    let hub = match start(config, token.clone()).await {
+        Ok(hub) => hub,
+        Err(e @ DevHubError::Seed(_)) => match &args.seed {
+            Some(path) => anyhow::bail!("seed file {}: {e}", path.display()),
+            None => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", hub.url())?;
