@@ -478,6 +478,11 @@ def check_metrics(docs: list[tuple[str, Doc]], registered: dict[str, set[str]] |
     exposed = set().union(*registered.values()) if registered else set()
     used = used_metrics(docs)
     problems = []
+    # A prefixed sub-registry would change every exported name under it; this reader cannot see that.
+    for path in ROOT.rglob("*.rs"):
+        if path.relative_to(ROOT).parts[0] not in ("target", ".venv", ".git") and \
+                "sub_registry_with_prefix" in path.read_text(encoding="utf-8", errors="replace"):
+            problems.append(f"{path.relative_to(ROOT)} uses sub_registry_with_prefix: teach tools/k8s_check.py the prefix")
     if not used:
         problems.append("no PrometheusRule or dashboard rendered: nothing to check")
     for name in sorted(used):
