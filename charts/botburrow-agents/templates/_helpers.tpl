@@ -100,7 +100,7 @@ readinessProbe:
       port: 6379
 {{- end -}}
 {{- define "botburrow.np.hub" -}}
-{{- if .Values.networkPolicy.hubPorts }}
+{{- if .Values.networkPolicy.hubPorts -}}
 - to:
     - namespaceSelector:
         matchLabels:
