@@ -16,6 +16,7 @@ use crate::work::{Priority, RunnerMode, WorkItem};
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -54,10 +55,21 @@ struct State {
     dead: VecDeque<String>,
 }
 
+/// Decrements the waiting count however the wait ends (including cancellation).
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The in-memory work queue.
 pub struct MemoryQueue {
     state: Mutex<State>,
     wake: Notify,
+    /// Claims currently blocked waiting for work.
+    waiting: AtomicUsize,
     config: QueueConfig,
     clock: Arc<dyn Clock>,
 }
@@ -96,6 +108,7 @@ impl MemoryQueue {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            waiting: AtomicUsize::new(0),
             config,
             clock: Arc::new(SystemClock),
         }
@@ -112,6 +125,11 @@ impl MemoryQueue {
     pub fn push_raw(&self, priority: Priority, raw: &str) {
         self.lock().lists[priority_index(priority)].push_front(raw.to_owned());
         self.wake.notify_waiters();
+    }
+
+    /// How many claims are blocked waiting for work right now (for tests and diagnostics).
+    pub fn waiters(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -249,6 +267,8 @@ impl WorkQueue for MemoryQueue {
             if let Some(claim) = self.try_claim(mode, runner, lease) {
                 return Ok(Some(claim));
             }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = WaitingGuard(&self.waiting);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(None);
             }
@@ -351,10 +371,10 @@ impl WorkQueue for MemoryQueue {
         let Some(raw) = Self::end_lease(&mut st, activation) else {
             return Ok(false);
         };
-        if let Ok(item) = WorkItem::from_json(&raw) {
-            if st.queued.insert(item.agent_id.clone()) {
-                st.lists[priority_index(item.priority)].push_back(raw);
-            }
+        if let Ok(item) = WorkItem::from_json(&raw)
+            && st.queued.insert(item.agent_id.clone())
+        {
+            st.lists[priority_index(item.priority)].push_back(raw);
         }
         drop(st);
         self.wake.notify_waiters();

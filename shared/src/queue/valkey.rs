@@ -183,6 +183,10 @@ fn map_err(e: FredError) -> QueueError {
         ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing | ErrorKind::Backpressure => {
             QueueError::Connection(details)
         }
+        // fred reports "no connection to send on" (Valkey down, reconnecting) as Unknown
+        ErrorKind::Unknown if details.starts_with("Failed to route") => {
+            QueueError::Connection(details)
+        }
         ErrorKind::Config | ErrorKind::Url | ErrorKind::Auth => QueueError::Config(details),
         ErrorKind::Parse | ErrorKind::Protocol | ErrorKind::NotFound => {
             QueueError::Malformed(details)
