@@ -1,0 +1,460 @@
+//! The activation pipeline end to end: real Valkey, the real dev Hub, the strict mock LLM over
+//! HTTP and the runner in process.
+
+mod runner_support;
+
+use botburrow_shared::queue::WorkQueue;
+use botburrow_shared::work::WorkItem;
+use botburrow_testkit::eventually;
+use botburrow_testkit::mock_llm::MockReply;
+use runner_support::Fleet;
+use std::time::Duration;
+
+const WRITER: &str = "capabilities:\n  grants: [hub:read, hub:write]\n";
+
+async fn wait_idle(f: &Fleet) {
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            f.queue
+                .stats()
+                .await
+                .map(|s| s.active == 0 && s.total_waiting() == 0)
+                .unwrap_or(false)
+        })
+        .await,
+        "the queue did not drain"
+    );
+}
+
+#[tokio::test]
+async fn a_mention_gets_a_reply_in_the_thread_and_everything_is_reported() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot. Be brief.",
+    );
+    f.start_runner(&[], |_| {}).await;
+    let post_id = f
+        .ron_posts("@simple-bot how do I reverse a Vec in Rust?")
+        .await;
+    f.mock
+        .push(MockReply::text("Call `v.reverse()` on it.").with_usage(120, 30));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !Fleet::comments_by(&f.state().await, "simple-bot").is_empty()
+        })
+        .await,
+        "no reply was posted"
+    );
+    wait_idle(&f).await;
+    let state = f.state().await;
+    let replies = Fleet::comments_by(&state, "simple-bot");
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["post_id"], post_id.as_str());
+    assert_eq!(replies[0]["content"], "Call `v.reverse()` on it.");
+    let notes = Fleet::notifications_of(&state, "simple-bot");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["read"], true, "{state}");
+    assert!(
+        Fleet::agent(&state, "simple-bot")["last_activated_at"].is_string(),
+        "{state}"
+    );
+    let consumption: Vec<_> = state["consumption"]
+        .as_array()
+        .expect("consumption")
+        .iter()
+        .filter(|c| c["agent_id"] == "simple-bot")
+        .collect();
+    assert_eq!(consumption.len(), 1, "{state}");
+    assert_eq!(consumption[0]["tokens_input"], 120);
+    assert_eq!(consumption[0]["tokens_output"], 30);
+    assert!(
+        consumption[0]["cost_usd"].as_f64().unwrap_or(0.0) > 0.0,
+        "{}",
+        consumption[0]
+    );
+
+    // The model saw the agent's system prompt and a prompt naming the post it must answer.
+    let reqs = f.mock.requests();
+    assert_eq!(reqs.len(), 1);
+    let messages = reqs[0].body["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[0]["content"], "You are Simple Bot. Be brief.");
+    let user = messages[1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(user.contains(&format!("post id: {post_id}")), "{user}");
+    assert!(user.contains("how do I reverse a Vec"), "{user}");
+
+    // Metrics, heartbeat and readiness.
+    let text = f.metrics();
+    assert!(text.contains("botburrow_activations_total{agent=\"simple-bot\",task_type=\"inbox\",outcome=\"success\"} 1"), "{text}");
+    assert!(
+        text.contains("botburrow_activation_duration_seconds_count{task_type=\"inbox\"} 1"),
+        "{text}"
+    );
+    let hb = f
+        .valkey
+        .command(&["GET", "runner:heartbeat:runner-test-1"])
+        .expect("get heartbeat");
+    assert!(
+        hb.contains("\"runner_id\":\"runner-test-1\"") && hb.contains("\"mode\":\"hybrid\""),
+        "{hb}"
+    );
+    let ttl = f
+        .valkey
+        .command(&["TTL", "runner:heartbeat:runner-test-1"])
+        .expect("ttl");
+    let ttl: i64 = ttl.trim_start_matches(':').trim().parse().expect("ttl");
+    assert!(ttl > 0 && ttl <= 30, "{ttl}");
+    let base = format!("http://127.0.0.1:{}", f.metrics_port);
+    let ready = f
+        .http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    let scraped = f
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        scraped.contains("botburrow_runner_heartbeat_timestamp_seconds"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("botburrow_activations_in_flight 0"),
+        "{scraped}"
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn a_skip_answer_posts_nothing_and_still_marks_the_notification_read() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    f.start_runner(&[], |_| {}).await;
+    f.ron_posts("@simple-bot thanks, that is all!").await;
+    f.mock.push(MockReply::text("SKIP"));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::notifications_of(&f.state().await, "simple-bot")
+                .iter()
+                .all(|n| n["read"] == true)
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    let state = f.state().await;
+    assert!(
+        Fleet::comments_by(&state, "simple-bot").is_empty(),
+        "{state}"
+    );
+    assert_eq!(f.mock.request_count(), 1);
+    assert!(f.metrics().contains("outcome=\"success\"} 1"));
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn notifications_not_to_answer_are_marked_read_without_an_llm_call() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "quiet-bot",
+        &f.native_config(
+            "capabilities:\n  grants: [hub:write]\nbehavior:\n  respond_to_mentions: false\n",
+        ),
+        "quiet",
+    );
+    // Mentioned, but may only read the Hub.
+    f.write_agent(
+        "reader-bot",
+        &f.native_config("capabilities:\n  grants: [hub:read]\n"),
+        "reader",
+    );
+    f.start_runner(&[], |_| {}).await;
+    let post = f
+        .ron_posts("@quiet-bot and @reader-bot, any thoughts?")
+        .await;
+    f.inject("quiet-bot", "follow", "ron followed you", None)
+        .await;
+    f.inject("quiet-bot", "like", "ron liked your post", Some(&post))
+        .await;
+    f.inject("quiet-bot", "poke", "an unknown type", None).await;
+    f.queue
+        .enqueue(WorkItem::inbox("quiet-bot", "quiet-bot", 4))
+        .await
+        .expect("enqueue");
+    f.queue
+        .enqueue(WorkItem::inbox("reader-bot", "reader-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let s = f.state().await;
+            let all = [
+                Fleet::notifications_of(&s, "quiet-bot"),
+                Fleet::notifications_of(&s, "reader-bot"),
+            ]
+            .concat();
+            all.len() == 5 && all.iter().all(|n| n["read"] == true)
+        })
+        .await,
+        "{}",
+        f.state().await
+    );
+    wait_idle(&f).await;
+    assert_eq!(
+        f.mock.request_count(),
+        0,
+        "no LLM call for skipped notifications"
+    );
+    let state = f.state().await;
+    assert!(Fleet::comments_by(&state, "quiet-bot").is_empty());
+    assert!(Fleet::comments_by(&state, "reader-bot").is_empty());
+    let text = f.metrics();
+    for reason in [
+        "respond_to_mentions_off",
+        "follow",
+        "like",
+        "unknown_type",
+        "no_hub_write_grant",
+    ] {
+        assert!(
+            text.contains(&format!(
+                "botburrow_notifications_skipped_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn an_llm_failure_leaves_the_notification_unread_and_trips_backoff_after_the_threshold() {
+    let config = botburrow_shared::queue::QueueConfig {
+        failure_threshold: 2,
+        max_attempts: 10,
+        ..Default::default()
+    };
+    let mut f = Fleet::start_with(config).await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    // A retryable server error; the provider chain makes one attempt per activation here, so
+    // each activation fails once and the item is retried by the queue.
+    for _ in 0..2 {
+        f.mock.push(MockReply::error(500));
+    }
+    f.start_runner(&[], |deps| {
+        use botburrow_runner::llm::{
+            LlmRuntime, PriceTable, RetryPolicy, RuntimeConfig, TokioClock,
+        };
+        let config = RuntimeConfig {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            ..RuntimeConfig::default()
+        };
+        let registry = botburrow_shared::health::new_registry();
+        deps.llm = LlmRuntime::with_config(
+            &registry,
+            PriceTable::builtin(),
+            config,
+            std::sync::Arc::new(TokioClock::new()),
+        )
+        .expect("llm runtime");
+    })
+    .await;
+    f.ron_posts("@simple-bot please help").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            f.queue
+                .backoffs()
+                .await
+                .map(|b| b.iter().any(|e| e.agent_id.as_str() == "simple-bot"))
+                .unwrap_or(false)
+        })
+        .await,
+        "no backoff"
+    );
+    let backoffs = f.queue.backoffs().await.expect("backoffs");
+    assert_eq!(backoffs[0].failures, 2);
+    assert_eq!(f.mock.request_count(), 2, "one call per attempt");
+    let state = f.state().await;
+    let notes = Fleet::notifications_of(&state, "simple-bot");
+    assert_eq!(notes.len(), 1);
+    assert_eq!(
+        notes[0]["read"], false,
+        "a failed notification stays unread"
+    );
+    assert!(Fleet::comments_by(&state, "simple-bot").is_empty());
+    assert!(
+        Fleet::agent(&state, "simple-bot")["last_activated_at"].is_null(),
+        "not activated on failure"
+    );
+    let text = f.metrics();
+    assert!(
+        text.contains("agent=\"simple-bot\",task_type=\"inbox\",outcome=\"failure\""),
+        "{text}"
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn an_exhausted_budget_skips_without_an_llm_call_or_a_failure() {
+    let mut f = Fleet::start().await;
+    f.write_agent("broke-bot", &f.native_config(WRITER), "You are broke.");
+    // Spend past the $0.01 daily limit.
+    let spend = botburrow_shared::hub::Consumption {
+        agent_id: "broke-bot".into(),
+        tokens_input: 1000,
+        tokens_output: 1000,
+        cost_usd: 0.5,
+        model: "gpt-4o-mini".into(),
+        activation_id: botburrow_shared::ids::ActivationId::generate(),
+        task_type: botburrow_shared::work::TaskType::Inbox,
+        duration_seconds: 1.0,
+    };
+    f.service
+        .record_consumption(&spend, "spend-1")
+        .await
+        .expect("consumption");
+    f.start_runner(&[], |_| {}).await;
+    f.ron_posts("@broke-bot hello?").await;
+    f.queue
+        .enqueue(WorkItem::inbox("broke-bot", "broke-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            f.metrics().contains("outcome=\"skipped\"} 1")
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    assert_eq!(f.mock.request_count(), 0);
+    assert!(
+        f.queue.backoffs().await.expect("backoffs").is_empty(),
+        "a skipped budget must not count as a failure"
+    );
+    assert!(f.queue.dead_letters(10).await.expect("dead").is_empty());
+    let state = f.state().await;
+    assert_eq!(
+        Fleet::notifications_of(&state, "broke-bot")[0]["read"],
+        false
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn a_missing_agent_definition_fails_with_the_documented_message() {
+    let mut f = Fleet::start().await;
+    f.start_runner(&[], |_| {}).await;
+    f.queue
+        .enqueue(WorkItem::inbox("cli-bot", "cli-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !f.queue
+                .dead_letters(10)
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        })
+        .await
+    );
+    let dead = f.queue.dead_letters(10).await.expect("dead");
+    assert!(
+        dead[0].error.starts_with("Agent config not found: "),
+        "{}",
+        dead[0].error
+    );
+    assert!(
+        dead[0].error.ends_with("agents/cli-bot/config.yaml"),
+        "{}",
+        dead[0].error
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn deleting_the_activation_key_force_stops_a_running_activation() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    f.mock
+        .push(MockReply::text("too late").delayed(Duration::from_secs(60)));
+    f.start_runner(&[], |_| {}).await;
+    f.ron_posts("@simple-bot think hard").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            f.mock.request_count() == 1
+        })
+        .await
+    );
+    let active = f.queue.active().await.expect("active");
+    assert_eq!(active.len(), 1);
+    let key = format!("activation:{}", active[0].activation_id);
+    let t0 = std::time::Instant::now();
+    let del = f.valkey.command(&["DEL", &key]).expect("del");
+    assert!(del.starts_with(":1"), "{del}");
+    assert!(
+        eventually(Duration::from_secs(6), || async {
+            f.metrics().contains("outcome=\"cancelled\"} 1")
+        })
+        .await,
+        "{}",
+        f.metrics()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "force-stop took {:?}",
+        t0.elapsed()
+    );
+    let state = f.state().await;
+    assert!(Fleet::comments_by(&state, "simple-bot").is_empty());
+    assert_eq!(
+        Fleet::notifications_of(&state, "simple-bot")[0]["read"],
+        false
+    );
+    f.stop_runner().await;
+}
