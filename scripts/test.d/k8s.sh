@@ -90,11 +90,16 @@ expect_render_failure "a grace period below SHUTDOWN_GRACE" --set config.SHUTDOW
 expect_render_failure "an unknown LEADER_ELECTION" --set config.LEADER_ELECTION=zookeeper
 
 cp k8s/base/secret.template.yaml "$out/secret-template.yaml"
+# secret.create renders a valid Secret (schema-checked below with the template).
+helm template botburrow "$chart" -n botburrow-agents --set secret.create=true \
+  --set secret.values.HUB_API_KEY=not-a-real-key --show-only templates/secret.yaml >"$out/secret-rendered.yaml" \
+  || fail "helm template secret.create=true"
+grep -q 'HUB_API_KEY: "not-a-real-key"' "$out/secret-rendered.yaml" || fail "secret.values did not reach the Secret"
 rendered=("$out"/kustomize-*.yaml "$out"/helm-*.yaml)
 
 # 4. Validation of everything rendered.
 log "schemas (Kubernetes 1.30 and newest, strict) and CRD schemas"
-"$py" tools/k8s_check.py schema "${rendered[@]}" "$out/secret-template.yaml"
+"$py" tools/k8s_check.py schema "${rendered[@]}" "$out/secret-template.yaml" "$out/secret-rendered.yaml"
 "$py" tools/k8s_check.py crd "${rendered[@]}"
 grep -q '^kind: ServiceMonitor' "$out/kustomize-production.yaml" || fail "production overlay has no ServiceMonitor"
 grep -q '^kind: ScaledObject' "$out/helm-ha.yaml" || fail "HA values render no ScaledObject"
