@@ -343,6 +343,7 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
             "HOME",
             "HUB_AGENT_ID",
             "HUB_API_KEY",
+            "HUB_GRANTS",
             "HUB_URL",
             "LANG",
             "PATH"
@@ -351,6 +352,7 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     );
     assert_eq!(hub["HUB_AGENT_ID"], "agent-7");
     assert_eq!(hub["HUB_API_KEY"], "hub_test_key");
+    assert_eq!(hub["HUB_GRANTS"], "hub:write");
 
     let notes = env_map(&mgr.call("mcp_notes_env", json!({})).await.text);
     let keys: Vec<&str> = notes.keys().map(String::as_str).collect();

@@ -360,6 +360,13 @@ fn credential_env(
                 env.insert("HUB_API_KEY".into(), k.clone());
             }
             env.insert("HUB_AGENT_ID".into(), Secret::new(act.agent_id.as_str()));
+            // The Hub server enforces the same grants itself (for CLI clients that list every tool).
+            let hub: Vec<String> = grants
+                .iter()
+                .filter(|g| g.service() == "hub")
+                .map(|g| g.to_string())
+                .collect();
+            env.insert("HUB_GRANTS".into(), Secret::new(hub.join(",")));
         }
         _ => {}
     }

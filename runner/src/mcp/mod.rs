@@ -3,6 +3,7 @@
 //! Hub MCP server that ships as the `botburrow-hub-mcp` binary.
 
 pub mod builtin;
+pub mod hub_server;
 pub mod manager;
 
 pub use manager::{
