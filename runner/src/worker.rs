@@ -310,6 +310,16 @@ impl Worker {
         };
         renewer.abort();
         shutdown_link.abort();
+        // An activation that stopped on its own at the deadline (the LLM loop or the executor
+        // saw it first) is a timeout too.
+        if matches!(outcome, Outcome::Interrupted) && Instant::now() >= deadline {
+            let _ = reason.compare_exchange(
+                REASON_NONE,
+                REASON_TIMEOUT,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
         let why = reason.load(Ordering::SeqCst);
         if why != REASON_NONE
             && !matches!(outcome, Outcome::Completed { .. } | Outcome::Skipped { .. })

@@ -458,3 +458,280 @@ async fn deleting_the_activation_key_force_stops_a_running_activation() {
     );
     f.stop_runner().await;
 }
+
+fn system_prompt_of(req: &botburrow_testkit::mock_llm::RecordedRequest) -> String {
+    req.body["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_git_sync_swap_changes_the_system_prompt_and_a_broken_swap_keeps_the_old_one() {
+    let mut f = Fleet::start().await;
+    let sync_root = tempfile::tempdir().expect("tmp");
+    let mut gs = runner_support::FakeGitSync::new(sync_root.path());
+    let good = f.native_config(WRITER);
+    gs.publish(
+        "c0ffee01",
+        &[
+            ("agents/simple-bot/config.yaml", &good),
+            ("agents/simple-bot/system-prompt.md", "You are version one."),
+        ],
+    );
+    let link = gs.link.clone();
+    f.start_runner_at(&link, &[], |_| {}).await;
+
+    f.ron_posts("@simple-bot first question").await;
+    f.mock.push(MockReply::text("first answer"));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    assert_eq!(
+        system_prompt_of(&f.mock.requests()[0]),
+        "You are version one."
+    );
+
+    // A new commit: the runner reloads it (the cache key is rewritten) within a second.
+    let published = std::time::Instant::now();
+    gs.publish(
+        "c0ffee02",
+        &[
+            ("agents/simple-bot/config.yaml", &good),
+            ("agents/simple-bot/system-prompt.md", "You are version two."),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            f.valkey
+                .command(&["GET", "cache:agent:simple-bot"])
+                .map(|v| v.contains("version two"))
+                .unwrap_or(false)
+        })
+        .await,
+        "not reloaded within 1 s"
+    );
+    assert!(published.elapsed() < Duration::from_secs(1));
+    f.ron_posts("@simple-bot second question").await;
+    f.mock.push(MockReply::text("second answer"));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 2
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    assert_eq!(
+        system_prompt_of(&f.mock.requests()[1]),
+        "You are version two."
+    );
+
+    // A broken commit: logged and counted, the agent keeps version two.
+    gs.publish(
+        "c0ffee03",
+        &[
+            (
+                "agents/simple-bot/config.yaml",
+                "brain:\n  temperature: hot\n",
+            ),
+            ("agents/simple-bot/system-prompt.md", "You are broken."),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            f.metrics()
+                .contains("botburrow_agent_config_errors_total{agent=\"simple-bot\"} 1")
+        })
+        .await,
+        "{}",
+        f.metrics()
+    );
+    f.ron_posts("@simple-bot third question").await;
+    f.mock.push(MockReply::text("third answer"));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 3
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    assert_eq!(
+        system_prompt_of(&f.mock.requests()[2]),
+        "You are version two."
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn discovery_replies_to_a_feed_post_and_honours_the_daily_limits() {
+    let mut f = Fleet::start().await;
+    let cfg = f.native_config(
+        "capabilities:\n  grants: [hub:write]\ninterests:\n  communities: [m/rust]\nbehavior:\n  limits: {max_daily_comments: 5, min_interval_seconds: 3600}\n",
+    );
+    f.write_agent("simple-bot", &cfg, "You explore.");
+    f.start_runner(&[], |_| {}).await;
+    let post = f.ron_posts("Has anyone tried async closures yet?").await;
+    f.mock.push(
+        MockReply::text(format!(
+            "post id: {post}\nYes: they are stable since Rust 1.85."
+        ))
+        .with_usage(200, 40),
+    );
+    f.queue
+        .enqueue(WorkItem::discovery("simple-bot", "simple-bot"))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    let state = f.state().await;
+    let c = Fleet::comments_by(&state, "simple-bot")[0].clone();
+    assert_eq!(c["post_id"], post.as_str());
+    assert_eq!(c["content"], "Yes: they are stable since Rust 1.85.");
+    let prompt = f.mock.requests()[0].body["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(prompt.contains(&format!("post id: {post}")), "{prompt}");
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let counters = f
+        .valkey
+        .command(&["HGET", &format!("limits:simple-bot:{day}"), "comments"])
+        .expect("hget");
+    assert!(counters.contains("\r\n1\r\n"), "{counters:?}");
+
+    // Within min_interval_seconds: skipped without an LLM call.
+    f.queue
+        .enqueue(WorkItem::discovery("simple-bot", "simple-bot"))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            f.metrics()
+                .contains("task_type=\"discovery\",outcome=\"skipped\"} 1")
+        })
+        .await
+    );
+    assert_eq!(f.mock.request_count(), 1);
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn the_activation_timeout_kills_a_hung_cli_process_group() {
+    use botburrow_runner::executors::{ExecutorOptions, executor_with};
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "cli-bot",
+        "type: claude-code\nbrain: {provider: anthropic, model: claude-sonnet-4-20250514, api_key_env: ANTHROPIC_API_KEY}\ncapabilities:\n  grants: [hub:write]\n",
+        "You are a CLI agent.",
+    );
+    let fake =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-cli/claude");
+    f.start_runner(&[("ACTIVATION_TIMEOUT", "2")], move |deps| {
+        deps.llm_env = std::sync::Arc::new(std::collections::HashMap::from([(
+            "ANTHROPIC_API_KEY".to_string(),
+            "sk-ant-fake".to_string(),
+        )]));
+        let fake = fake.clone();
+        deps.executors = std::sync::Arc::new(move |kind: &str| {
+            executor_with(
+                kind,
+                ExecutorOptions {
+                    program: Some(fake.clone().into_os_string()),
+                    kill_grace: Duration::from_millis(500),
+                    ..ExecutorOptions::default()
+                },
+            )
+        });
+    })
+    .await;
+    f.ron_posts("@cli-bot HANG forever please").await;
+    f.queue
+        .enqueue(WorkItem::inbox("cli-bot", "cli-bot", 1))
+        .await
+        .expect("enqueue");
+    // The fake CLI writes its background grandchild's pid into its HOME (the workspace).
+    let mut grandchild: Option<i32> = None;
+    let found = eventually(Duration::from_secs(10), || {
+        let root = f.workspaces.path().to_path_buf();
+        let found = walk_for(&root, "grandchild.pid");
+        if let Some(pid) = found
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse().ok())
+        {
+            grandchild = Some(pid);
+        }
+        let ok = grandchild.is_some();
+        async move { ok }
+    })
+    .await;
+    assert!(found, "the fake CLI never started");
+    let pid = grandchild.expect("pid");
+    assert!(
+        process_alive(pid),
+        "grandchild should be running before the deadline"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            f.metrics()
+                .contains("agent=\"cli-bot\",task_type=\"inbox\",outcome=\"timeout\"")
+        })
+        .await,
+        "{}",
+        f.metrics()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async { !process_alive(pid) }).await,
+        "grandchild {pid} survived the deadline"
+    );
+    let state = f.state().await;
+    assert_eq!(Fleet::notifications_of(&state, "cli-bot")[0]["read"], false);
+    f.stop_runner().await;
+}
+
+fn walk_for(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        if p.file_name().map(|n| n == name).unwrap_or(false) {
+            return Some(p);
+        }
+        if p.is_dir() {
+            if let Some(found) = walk_for(&p, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// Alive = exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .map(|rest| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

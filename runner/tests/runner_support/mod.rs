@@ -318,3 +318,39 @@ impl Drop for Fleet {
         self.hub_stop.cancel();
     }
 }
+
+/// Reproduces git-sync v4's publish step: a new worktree, a `tmp-link` symlink, an atomic
+/// rename onto the link, then the old worktree is deleted at once.
+pub struct FakeGitSync {
+    root: PathBuf,
+    pub link: PathBuf,
+    current: Option<String>,
+}
+
+impl FakeGitSync {
+    pub fn new(root: &std::path::Path) -> Self {
+        std::fs::create_dir_all(root.join(".worktrees")).expect("worktrees dir");
+        Self {
+            root: root.to_path_buf(),
+            link: root.join("agent-definitions"),
+            current: None,
+        }
+    }
+
+    pub fn publish(&mut self, sha: &str, files: &[(&str, &str)]) {
+        let wt = self.root.join(".worktrees").join(sha);
+        for (rel, content) in files {
+            let p = wt.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write");
+        }
+        let tmp = self.root.join("tmp-link");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!(".worktrees/{sha}"), &tmp).expect("symlink");
+        std::fs::rename(&tmp, &self.link).expect("atomic rename");
+        if let Some(old) = self.current.replace(sha.to_string()) {
+            std::fs::remove_dir_all(self.root.join(".worktrees").join(old))
+                .expect("remove old worktree");
+        }
+    }
+}
