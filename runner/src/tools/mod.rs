@@ -1,12 +1,18 @@
 //! The tool abstraction the LLM loop sees: one trait for built-in Hub tools, sandbox tools and
 //! MCP tools alike, and a [`ToolSet`] that keeps names unique. The built-in tools live in
-//! [`sandbox`] (workspace file and shell tools).
+//! [`sandbox`] (workspace file and shell tools) and [`hub`] (posting, search, threads).
 
+pub mod hub;
 pub mod sandbox;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+/// Cuts a tool's text to [`sandbox::OUTPUT_LIMIT`] bytes (on a char boundary); says whether it cut.
+pub(crate) fn sandbox_truncate(text: String) -> (String, bool) {
+    sandbox::truncate(text, sandbox::OUTPUT_LIMIT)
+}
 
 /// What the model is told about a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -367,7 +367,7 @@ async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> (Vec<u8>, bo
 }
 
 /// Cuts text to at most `limit` bytes on a char boundary.
-fn truncate(mut text: String, limit: usize) -> (String, bool) {
+pub(crate) fn truncate(mut text: String, limit: usize) -> (String, bool) {
     if text.len() <= limit {
         return (text, false);
     }
