@@ -155,6 +155,18 @@ async fn claude_code_end_to_end() {
             "DISABLE_AUTOUPDATER",
         ],
     );
+    // The MCP config (it holds the Hub key) lived in a scratch dir that is gone after the run.
+    let args = std::fs::read_to_string(ws.path().join("cli-args.txt")).expect("args");
+    let mcp = args
+        .lines()
+        .skip_while(|l| *l != "--mcp-config")
+        .nth(1)
+        .expect("--mcp-config value");
+    assert!(
+        !Path::new(mcp).starts_with(ws.path()),
+        "config must not sit in the agent's workspace"
+    );
+    assert!(!Path::new(mcp).exists(), "scratch config {mcp} left behind");
 }
 
 #[tokio::test]

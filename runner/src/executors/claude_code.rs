@@ -97,10 +97,10 @@ impl CliFlavor for ClaudeCode {
         if let Some((var, key)) = super::provider_key(req) {
             env.insert(var.to_string(), key);
         }
-        if req.agent.brain.provider == "anthropic" {
-            if let Some(base) = &req.agent.brain.api_base {
-                env.insert("ANTHROPIC_BASE_URL".into(), Secret::new(base.clone()));
-            }
+        if req.agent.brain.provider == "anthropic"
+            && let Some(base) = &req.agent.brain.api_base
+        {
+            env.insert("ANTHROPIC_BASE_URL".into(), Secret::new(base.clone()));
         }
         env.insert(
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),

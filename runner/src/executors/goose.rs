@@ -164,10 +164,10 @@ impl CliFlavor for Goose {
                         let name = item["toolCall"]["value"]["name"]
                             .as_str()
                             .unwrap_or_default();
-                        if name.ends_with("hub_post") {
-                            if let Some(id) = item["id"].as_str() {
-                                post_ids.insert(id.to_string());
-                            }
+                        if name.ends_with("hub_post")
+                            && let Some(id) = item["id"].as_str()
+                        {
+                            post_ids.insert(id.to_string());
                         }
                     }
                     Some("toolResponse") => {

@@ -167,6 +167,22 @@ fn wait_exit_unreaped(pid: i32) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Kills the group with SIGKILL if the run is abandoned (its future dropped) before the group was
+/// swept, so dropping an activation never leaks grandchildren (`kill_on_drop` covers only the
+/// leader).
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = kill_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
 enum Stop {
     Exited,
     Timeout,
@@ -218,6 +234,10 @@ pub async fn run_bounded(
             ..empty(0)
         });
     };
+    let mut guard = GroupGuard {
+        pgid: pid,
+        armed: true,
+    };
     let stop_reading = CancellationToken::new();
     let (out_cap, out_task) =
         spawn_reader(child.stdout.take(), limits.stdout_cap, stop_reading.clone());
@@ -243,6 +263,7 @@ pub async fn run_bounded(
     }
     // The leader is an unreaped zombie now: sweep any member it left behind, then reap it.
     let _ = kill_group(pid, Signal::SIGKILL);
+    guard.armed = false;
     let status = child.wait().await.map_err(ProcessError::Wait)?;
 
     // Every member of the group is dead, so the pipes reach EOF unless something escaped the
@@ -380,6 +401,47 @@ mod tests {
             }
             other => panic!("expected Cancelled, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_group() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pidfile = dir.path().join("bg.pid");
+        let script = format!(
+            "sleep 300 & echo $! > {}.tmp; mv {0}.tmp {0}; wait",
+            pidfile.display()
+        );
+        let limits = Limits::until(Instant::now() + Duration::from_secs(60));
+        let cancel = CancellationToken::new();
+        // Boxed so that `drop` really drops the future (a pinned stack reference would not).
+        let mut run = Box::pin(run_bounded(sh(&script), limits, &cancel));
+        let p = pidfile.clone();
+        let started = tokio::select! {
+            _ = &mut run => false,
+            ok = botburrow_testkit::eventually(Duration::from_secs(10), || {
+                let p = p.clone();
+                async move { p.exists() }
+            }) => ok,
+        };
+        assert!(started, "child never started");
+        drop(run);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("number");
+        let gone = botburrow_testkit::eventually(Duration::from_secs(10), || async move {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => true,
+                Ok(stat) => stat
+                    .rsplit(')')
+                    .next()
+                    .map(|r| r.trim_start().starts_with('Z'))
+                    .unwrap_or(false),
+            }
+        })
+        .await;
+        assert!(gone, "grandchild {pid} survived the dropped run");
     }
 
     #[test]
