@@ -5,6 +5,7 @@
 use crate::election::lease::LeaseElector;
 use crate::election::valkey::ValkeyElector;
 use crate::election::{ElectionTiming, LeaderElector, NoElection, SystemClock};
+use crate::scheduler::Backoff;
 use crate::store::KeyStore;
 use crate::{CoordinatorDeps, Tuning};
 use anyhow::Context;
@@ -14,6 +15,7 @@ use botburrow_shared::queue::{QueueConfig, ValkeyQueue};
 use botburrow_shared::settings::{CoordinatorSettings, LeaderElection};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The concrete election backend after resolving `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,43 @@ pub async fn build(
         store: Some(store),
         tuning: Tuning::from_settings(settings),
     })
+}
+
+/// [`build`], retried with backoff while Valkey or the apiserver is unreachable, so a coordinator
+/// started before Valkey waits instead of crash-looping. Each distinct error is logged once.
+/// Returns `None` when `shutdown` fires first.
+pub async fn build_when_ready(
+    settings: &CoordinatorSettings,
+    registry: SharedRegistry,
+    shutdown: &CancellationToken,
+) -> Option<CoordinatorDeps> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut last = String::new();
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = build(settings, registry.clone()) => r,
+        };
+        match attempt {
+            Ok(deps) => {
+                if !last.is_empty() {
+                    tracing::info!("startup_dependencies_ready");
+                }
+                return Some(deps);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg != last {
+                    tracing::warn!(error = %msg, "startup_dependency_unavailable");
+                    last = msg;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod deps;
 pub mod election;
+pub mod latch;
 pub mod maintenance;
 pub mod metrics;
 pub mod scheduler;
@@ -58,7 +59,7 @@ impl Tuning {
     pub fn from_settings(s: &CoordinatorSettings) -> Self {
         let mut t = Self::default();
         t.scheduler.poll_interval = s.poll_interval.max(Duration::from_millis(100));
-        t.scheduler.long_poll_timeout = s.long_poll_timeout;
+        t.scheduler.long_poll_timeout = s.long_poll_timeout.max(Duration::from_secs(1));
         t.scheduler.discovery_interval = s.discovery_interval.max(Duration::from_millis(100));
         t.scheduler.min_staleness = s.min_staleness;
         t.scheduler.busy_repoll = t.scheduler.busy_repoll.min(t.scheduler.poll_interval);

@@ -11,9 +11,10 @@ async fn main() -> anyhow::Result<()> {
     botburrow_shared::telemetry::init(&settings.common.log_level, settings.common.log_format);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let deps = tokio::select! {
-        d = botburrow_coordinator::deps::build(&settings, new_registry()) => d?,
-        _ = shutdown.cancelled() => return Ok(()),
+    let Some(deps) =
+        botburrow_coordinator::deps::build_when_ready(&settings, new_registry(), &shutdown).await
+    else {
+        return Ok(());
     };
     botburrow_coordinator::run(settings, deps, shutdown).await
 }

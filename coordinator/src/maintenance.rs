@@ -3,6 +3,7 @@
 //! never calls the Hub) that feeds the queue and runner gauges.
 
 use crate::election::LeaderHandle;
+use crate::latch::FailureLatch;
 use crate::metrics::{CoordinatorMetrics, PriorityLabel, ReapLabel};
 use crate::store::KeyStore;
 use botburrow_shared::queue::WorkQueue;
@@ -10,28 +11,6 @@ use botburrow_shared::work::Priority;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Logs a failing dependency once when it starts failing and once when it recovers.
-#[derive(Debug, Default)]
-struct ErrorLatch {
-    failing: bool,
-}
-
-impl ErrorLatch {
-    fn fail(&mut self, what: &'static str, error: &dyn std::fmt::Display) {
-        if !self.failing {
-            self.failing = true;
-            tracing::warn!(loop_name = what, error = %error, "loop_dependency_failing");
-        }
-    }
-
-    fn ok(&mut self, what: &'static str) {
-        if self.failing {
-            self.failing = false;
-            tracing::info!(loop_name = what, "loop_dependency_recovered");
-        }
-    }
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -47,7 +26,7 @@ pub async fn run_reaper(
 ) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut latch = ErrorLatch::default();
+    let latch = FailureLatch::new("queue");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -58,7 +37,7 @@ pub async fn run_reaper(
         }
         match queue.reap(now_ms()).await {
             Ok(report) => {
-                latch.ok("reaper");
+                latch.ok();
                 if !report.is_empty() {
                     for (outcome, n) in [
                         ("requeued", report.requeued),
@@ -78,7 +57,9 @@ pub async fn run_reaper(
                     );
                 }
             }
-            Err(e) => latch.fail("reaper", &e),
+            Err(e) => {
+                latch.fail("reap", &e);
+            }
         }
     }
 }
@@ -93,13 +74,21 @@ pub async fn run_stats(
 ) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut latch = ErrorLatch::default();
+    let latch = FailureLatch::new("queue");
+    let store_latch = FailureLatch::new("valkey_keys");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        refresh_stats(queue.as_ref(), store.as_ref(), &metrics, &mut latch).await;
+        refresh_stats(
+            queue.as_ref(),
+            store.as_ref(),
+            &metrics,
+            &latch,
+            &store_latch,
+        )
+        .await;
     }
 }
 
@@ -107,12 +96,13 @@ async fn refresh_stats(
     queue: &dyn WorkQueue,
     store: Option<&KeyStore>,
     metrics: &CoordinatorMetrics,
-    latch: &mut ErrorLatch,
+    latch: &FailureLatch,
+    store_latch: &FailureLatch,
 ) {
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     match queue.stats().await {
         Ok(s) => {
-            latch.ok("stats");
+            latch.ok();
             for p in Priority::ALL {
                 metrics
                     .queue_depth
@@ -136,9 +126,12 @@ async fn refresh_stats(
     if let Some(store) = store {
         match store.runners_alive().await {
             Ok(n) => {
+                store_latch.ok();
                 metrics.runners_alive.set(to_i64(n));
             }
-            Err(e) => latch.fail("stats", &e),
+            Err(e) => {
+                store_latch.fail("runners_alive", &e);
+            }
         }
     }
 }

@@ -4,12 +4,13 @@
 //! batch; Hub errors back off exponentially with jitter and are logged once per state change.
 
 use crate::election::LeaderHandle;
+use crate::latch::FailureLatch;
 use crate::metrics::CoordinatorMetrics;
-use botburrow_shared::hub::{AgentSummary, HubClient, HubError, PollOutcome};
+use botburrow_shared::hub::{AgentSummary, HubClient, PollOutcome};
 use botburrow_shared::queue::{EnqueueOutcome, QueueError, WorkQueue};
 use botburrow_shared::work::{TaskType, WorkItem};
 use rand::Rng;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,9 @@ pub enum SchedulerError {
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
+
+/// A long-poll that answers "nothing" faster than this did not wait: pause before the next one.
+const MIN_EMPTY_POLL: Duration = Duration::from_millis(500);
 
 /// Knobs of the loops that are not operator settings (tests shorten them).
 #[derive(Debug, Clone, Copy)]
@@ -99,36 +103,6 @@ impl Backoff {
     }
 }
 
-/// Tracks whether the Hub is failing, so errors are logged once per state change and not once
-/// per attempt.
-#[derive(Debug, Default)]
-pub struct HubHealth {
-    failing: Mutex<Option<u64>>,
-}
-
-impl HubHealth {
-    /// Records a failure of `call`; logs only when the Hub turns from healthy to failing.
-    pub fn failed(&self, call: &'static str, e: &HubError, metrics: &CoordinatorMetrics) {
-        metrics.hub_errors.inc();
-        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        match f.as_mut() {
-            Some(n) => *n += 1,
-            None => {
-                *f = Some(1);
-                tracing::warn!(call, error = %e, "hub_unavailable");
-            }
-        }
-    }
-
-    /// Records a success; logs when the Hub recovers.
-    pub fn ok(&self) {
-        let mut f = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = f.take() {
-            tracing::info!(failed_attempts = n, "hub_recovered");
-        }
-    }
-}
-
 /// Everything the leader-only loops share.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -137,7 +111,8 @@ pub struct Scheduler {
     leader: LeaderHandle,
     metrics: CoordinatorMetrics,
     tuning: SchedulerTuning,
-    hub_health: Arc<HubHealth>,
+    hub_health: Arc<FailureLatch>,
+    queue_health: Arc<FailureLatch>,
 }
 
 /// What one enqueue batch did.
@@ -164,7 +139,8 @@ impl Scheduler {
             leader,
             metrics,
             tuning,
-            hub_health: Arc::new(HubHealth::default()),
+            hub_health: Arc::new(FailureLatch::new("hub")),
+            queue_health: Arc::new(FailureLatch::new("queue")),
         }
     }
 
@@ -196,7 +172,17 @@ impl Scheduler {
                 TaskType::Discovery => WorkItem::discovery(agent.id.clone(), agent.name.clone()),
             };
             let (work_id, priority) = (item.id.clone(), item.priority);
-            match self.queue.enqueue(item).await? {
+            let outcome = match self.queue.enqueue(item).await {
+                Ok(o) => {
+                    self.queue_health.ok();
+                    o
+                }
+                Err(e) => {
+                    self.queue_health.fail("enqueue", &e);
+                    return Err(e.into());
+                }
+            };
+            match outcome {
                 EnqueueOutcome::Enqueued => {
                     report.enqueued += 1;
                     self.metrics.count_enqueued(task);
@@ -269,15 +255,13 @@ impl Scheduler {
                     continue;
                 }
                 Err(e) => {
-                    self.hub_health.failed(
-                        if long_poll {
-                            "poll"
-                        } else {
-                            "agents_with_notifications"
-                        },
-                        &e,
-                        &self.metrics,
-                    );
+                    self.metrics.hub_errors.inc();
+                    let call = if long_poll {
+                        "poll"
+                    } else {
+                        "agents_with_notifications"
+                    };
+                    self.hub_health.fail(call, &e);
                     if !Self::pause(&shutdown, backoff.next_delay()).await {
                         return;
                     }
@@ -287,8 +271,8 @@ impl Scheduler {
             let report = match self.enqueue_batch(&agents, TaskType::Inbox).await {
                 Ok(r) => r,
                 Err(SchedulerError::NotLeader) => continue,
-                Err(SchedulerError::Queue(e)) => {
-                    tracing::warn!(error = %e, "enqueue_failed");
+                Err(SchedulerError::Queue(_)) => {
+                    // Logged once per outage by the queue latch.
                     if !Self::pause(&shutdown, backoff.next_delay()).await {
                         return;
                     }
@@ -296,9 +280,12 @@ impl Scheduler {
                 }
             };
             if long_poll {
-                // Level-triggered long-poll: if nothing new came of it, do not spin on the same agents.
-                if !agents.is_empty()
-                    && report.enqueued == 0
+                // Level-triggered long-poll: if nothing new came of it, do not spin on the same
+                // agents. An empty answer that came back at once means a Hub that ignores
+                // `timeout`; do not spin on that either.
+                let nothing_new = !agents.is_empty() && report.enqueued == 0;
+                let too_fast = agents.is_empty() && started.elapsed() < MIN_EMPTY_POLL;
+                if (nothing_new || too_fast)
                     && !Self::pause(&shutdown, self.tuning.busy_repoll).await
                 {
                     return;
@@ -345,13 +332,14 @@ impl Scheduler {
                             enqueued = r.enqueued,
                             "discovery_checked"
                         ),
-                        Err(SchedulerError::NotLeader) => {}
-                        Err(SchedulerError::Queue(e)) => {
-                            tracing::warn!(error = %e, "enqueue_failed")
-                        }
+                        // Queue failures are logged once per outage by the queue latch.
+                        Err(SchedulerError::NotLeader | SchedulerError::Queue(_)) => {}
                     }
                 }
-                Err(e) => self.hub_health.failed("stale_agents", &e, &self.metrics),
+                Err(e) => {
+                    self.metrics.hub_errors.inc();
+                    self.hub_health.fail("stale_agents", &e);
+                }
             }
         }
     }

@@ -118,3 +118,80 @@ async fn invalid_settings_exit_64_naming_every_problem() {
         assert!(err.contains(var), "{var} not named in:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_started_before_valkey_waits_for_it_instead_of_crashing() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncBufReadExt;
+
+    let mut v = Valkey::start();
+    v.kill();
+    let hub = Hub::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_botburrow-coordinator"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HUB_URL", hub.url())
+        .env("HUB_API_KEY", SERVICE)
+        .env("VALKEY_URL", v.url())
+        .env("METRICS_PORT", free_port().to_string())
+        .env("LEADER_ELECTION", "valkey")
+        .env("POD_NAME", "late-coord")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn coordinator");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let sink = logs.clone();
+    let stderr = child.stderr.take().expect("stderr");
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut l = sink.lock().expect("lock");
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let has = |what: &'static str| {
+        let logs = logs.clone();
+        move || {
+            let logs = logs.clone();
+            async move { logs.lock().expect("lock").contains(what) }
+        }
+    };
+    assert!(
+        eventually(
+            Duration::from_secs(5),
+            has("startup_dependency_unavailable")
+        )
+        .await
+    );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running while Valkey is down"
+    );
+
+    v.restart();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            v.command(&["GET", "coordinator:leader"])
+                .map(|r| r.contains("late-coord"))
+                .unwrap_or(false)
+        })
+        .await,
+        "leads once Valkey is up; logs:\n{}",
+        logs.lock().expect("lock")
+    );
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
