@@ -369,10 +369,7 @@ fn opencode_runs_with_a_generated_config() {
     assert_eq!(inv.value_of("-m"), Some("anthropic/claude-sonnet-4-5"));
     assert_eq!(inv.value_of("--agent"), Some("botburrow"));
     assert!(inv.has("--auto"));
-    assert_eq!(
-        inv.args.last().map(String::as_str),
-        Some("Reply to post 42.")
-    );
+    assert_eq!(&inv.args[inv.args.len() - 2..], ["--", "Reply to post 42."]);
 
     let cfg_path = PathBuf::from(inv.env["OPENCODE_CONFIG"].expose());
     assert!(cfg_path.starts_with(scratch.path()));

@@ -1,7 +1,7 @@
 //! opencode (`opencode run`, anomalyco/opencode) non-interactive.
 //!
 //! Invocation (reference/peers.md §4.4): `opencode run --format json -m <provider>/<model>
-//! --agent botburrow --auto <prompt>`, with `OPENCODE_CONFIG` pointing at a config file in the
+//! --agent botburrow --auto -- <prompt>`, with `OPENCODE_CONFIG` pointing at a config file in the
 //! private scratch directory. That file attaches the Hub server under `mcp.hub` (`type: local`,
 //! `command`, `environment`), defines the `botburrow` primary agent whose `prompt` is the system
 //! prompt (opencode has no system-prompt flag; agents carry their prompt in config), turns off
@@ -95,12 +95,7 @@ impl CliFlavor for OpenCode {
             .map_err(|e| ExecutorError::Io(e.to_string()))?;
         super::write_private(&config_path, &bytes, 0o600)?;
         let brain = &req.agent.brain;
-        // A leading `-` would be read as an option; a leading space keeps it a message.
-        let prompt = if req.prompt.starts_with('-') {
-            format!(" {}", req.prompt)
-        } else {
-            req.prompt.clone()
-        };
+
         let args: Vec<String> = vec![
             "run".into(),
             "--format".into(),
@@ -110,7 +105,10 @@ impl CliFlavor for OpenCode {
             "--agent".into(),
             AGENT_NAME.into(),
             "--auto".into(),
-            prompt,
+            // `run` appends the arguments after `--` to the message, so a prompt starting with
+            // `-` stays a message.
+            "--".into(),
+            req.prompt.clone(),
         ];
         let mut env = ctx.base_env.clone();
         env.insert(
