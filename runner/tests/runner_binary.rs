@@ -1,0 +1,211 @@
+//! The `botburrow-runner` binary as a real child process: SIGTERM mid-activation and SIGKILL
+//! mid-activation lose nothing, and replies are posted exactly once.
+
+mod runner_support;
+
+use botburrow_shared::queue::WorkQueue;
+use botburrow_shared::work::{Priority, WorkItem};
+use botburrow_testkit::eventually;
+use botburrow_testkit::mock_llm::{MockLlm, MockReply};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use runner_support::{Fleet, KEY_VAR};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const WRITER: &str = "capabilities:\n  grants: [hub:read, hub:write]\n";
+
+fn spawn_runner(f: &Fleet, overrides: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_botburrow-runner"));
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in f.env(&f.defs_path()) {
+        cmd.env(k, v);
+    }
+    cmd.env(KEY_VAR, MockLlm::TEST_KEY).env("LOG_LEVEL", "info");
+    for (k, v) in overrides {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().expect("spawn botburrow-runner")
+}
+
+async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runner did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_mid_activation_hands_the_item_back_and_exits_zero() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    f.mock
+        .push(MockReply::text("never delivered").delayed(Duration::from_secs(120)));
+    let mut child = spawn_runner(&f, &[("SHUTDOWN_GRACE", "1")]);
+    f.ron_posts("@simple-bot a slow question").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            f.mock.request_count() == 1
+        })
+        .await,
+        "never reached the LLM"
+    );
+    assert_eq!(f.queue.active().await.expect("active").len(), 1);
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // Handed back, not lost: waiting again with the same attempt, no lease, nothing posted or read.
+    let waiting = f.queue.peek(Priority::High, 10).await.expect("peek");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].agent_id.as_str(), "simple-bot");
+    assert_eq!(waiting[0].attempt, 0);
+    assert!(f.queue.active().await.expect("active").is_empty());
+    let state = f.state().await;
+    assert!(Fleet::comments_by(&state, "simple-bot").is_empty());
+    assert_eq!(
+        Fleet::notifications_of(&state, "simple-bot")[0]["read"],
+        false
+    );
+
+    // The next runner picks it up and answers.
+    f.mock.push(MockReply::text("Here is the answer."));
+    f.start_runner(&[], |_| {}).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_activation_finish_within_the_grace() {
+    let f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    f.mock
+        .push(MockReply::text("Finished before exiting.").delayed(Duration::from_millis(1_500)));
+    let mut child = spawn_runner(&f, &[("SHUTDOWN_GRACE", "30")]);
+    f.ron_posts("@simple-bot quick one").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            f.mock.request_count() == 1
+        })
+        .await
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0));
+    let state = f.state().await;
+    let replies = Fleet::comments_by(&state, "simple-bot");
+    assert_eq!(replies.len(), 1, "{state}");
+    assert_eq!(replies[0]["content"], "Finished before exiting.");
+    assert_eq!(
+        Fleet::notifications_of(&state, "simple-bot")[0]["read"],
+        true
+    );
+    let stats = f.queue.stats().await.expect("stats");
+    assert_eq!((stats.active, stats.total_waiting()), (0, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn sigkill_mid_activation_loses_nothing_and_replies_exactly_once() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    // Two notifications: the first is answered, the second hangs in the LLM when the runner dies.
+    f.ron_posts("@simple-bot first").await;
+    f.ron_posts("@simple-bot second").await;
+    f.mock.push(MockReply::text("Answer one."));
+    f.mock
+        .push(MockReply::text("lost with the process").delayed(Duration::from_secs(120)));
+    let mut child = spawn_runner(&f, &[]);
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 2))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            f.mock.request_count() == 2
+        })
+        .await
+    );
+    assert_eq!(Fleet::comments_by(&f.state().await, "simple-bot").len(), 1);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10)).await;
+
+    // The lease is still there; once it is past its deadline the reaper requeues the item.
+    let active = f.queue.active().await.expect("active");
+    assert_eq!(active.len(), 1);
+    let report = f.queue.reap(active[0].deadline_ms + 1).await.expect("reap");
+    assert_eq!(report.requeued, 1, "{report:?}");
+
+    // A new runner retries: the answered notification is not answered again, the other one is.
+    f.mock.push(MockReply::text("Answer two."));
+    f.start_runner(&[], |_| {}).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() >= 2
+        })
+        .await
+    );
+    let stats_ok = eventually(Duration::from_secs(20), || async {
+        f.queue
+            .stats()
+            .await
+            .map(|s| s.active == 0 && s.total_waiting() == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(stats_ok);
+    let state = f.state().await;
+    let mut replies: Vec<String> = Fleet::comments_by(&state, "simple-bot")
+        .iter()
+        .map(|c| c["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    replies.sort();
+    assert_eq!(replies, vec!["Answer one.", "Answer two."], "{state}");
+    assert!(
+        Fleet::notifications_of(&state, "simple-bot")
+            .iter()
+            .all(|n| n["read"] == true)
+    );
+    assert_eq!(
+        f.mock.request_count(),
+        3,
+        "the answered notification did not reach the LLM again"
+    );
+    f.stop_runner().await;
+}
