@@ -452,3 +452,57 @@ async fn the_reaper_requeues_an_item_whose_runner_died() {
         llen(&v, "work:queue:high") + llen(&v, "work:queue:normal") + llen(&v, "work:queue:low");
     assert_eq!(total, 1, "the item is back in a queue");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lock_stops_polling_at_once_and_regaining_it_resumes() {
+    let v = Valkey::start();
+    let hub = Hub::start().await;
+    let s = settings(&hub, &v, &[]);
+    let coord = Coord::start(&s, &v, Election::Valkey("coord-a")).await;
+    assert!(eventually(Duration::from_secs(5), || async { coord.is_leader() }).await);
+    wait_for_poller(&hub).await;
+
+    // Another process holds the lock now: the next renewal fails, the in-flight long-poll is
+    // abandoned and nothing polls the Hub any more.
+    v.command(&["SET", "coordinator:leader", "intruder", "PX", "60000"])
+        .expect("SET");
+    assert!(eventually(Duration::from_secs(2), || async { !coord.is_leader() }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            hub.state().await["active_pollers"] == 0
+        })
+        .await,
+        "the long-poll is abandoned on step-down"
+    );
+    assert_eq!(
+        metric(&coord.metrics().await, "botburrow_coordinator_is_leader"),
+        Some(0.0)
+    );
+    let polls_before = metric(
+        &coord.metrics().await,
+        "botburrow_coordinator_poll_duration_seconds_count",
+    );
+    hub.mention("simple-bot").await;
+
+    // The intruder goes away: leadership comes back and the pending mention is picked up.
+    v.command(&["DEL", "coordinator:leader"]).expect("DEL");
+    assert!(eventually(Duration::from_secs(3), || async { coord.is_leader() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            llen(&v, "work:queue:high") == 1
+        })
+        .await
+    );
+    assert_eq!(
+        list(&v, "work:queue:high").await[0]["agent_id"],
+        "simple-bot"
+    );
+    let polls_after = metric(
+        &coord.metrics().await,
+        "botburrow_coordinator_poll_duration_seconds_count",
+    );
+    assert!(
+        polls_after > polls_before,
+        "{polls_before:?} -> {polls_after:?}"
+    );
+}

@@ -345,3 +345,60 @@ async fn leadership_expires_without_a_successful_renewal() {
         .await
         .expect("lost resolves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_apiserver_makes_the_leader_step_down_at_the_renew_deadline() {
+    let fake = FakeApiserver::start().await;
+    let clock = clock();
+    let timing = ElectionTiming {
+        lease_duration: Duration::from_millis(1500),
+        renew_deadline: Duration::from_millis(300),
+        retry_period: Duration::from_millis(100),
+    };
+    assert!(timing.validate().is_ok());
+    let a = LeaseElector::new(
+        fake.client(),
+        NS,
+        LEASE,
+        "a",
+        timing,
+        Arc::new(clock.clone()),
+    );
+    let gauge = Gauge::default();
+    let (leadership, handle) = Leadership::new(Box::new(a), gauge.clone());
+    assert!(leadership.tick().await);
+    // The next GET never completes (a barrier nobody else reaches).
+    fake.hold_gets(2);
+    let t0 = std::time::Instant::now();
+    assert!(!leadership.tick().await);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(!handle.is_leader());
+    assert_eq!(gauge.get(), 0);
+    assert!(
+        handle.last_error().is_some_and(|e| e.contains("timed out")),
+        "{:?}",
+        handle.last_error()
+    );
+    fake.release_gets();
+}
+
+#[test]
+fn timings_must_follow_client_go_ordering() {
+    assert!(ElectionTiming::default().validate().is_ok());
+    let bad = ElectionTiming {
+        lease_duration: Duration::from_secs(10),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+    };
+    assert!(bad.validate().is_err());
+    let bad = ElectionTiming {
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_secs(2),
+    };
+    assert!(bad.validate().is_err());
+}
