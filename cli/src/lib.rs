@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod output;
 pub mod queue_cmd;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole fleet locally in one process (dev Hub, coordinator, runner).
+    Up(up::UpArgs),
     /// Agent definition tools.
     Agents {
         /// What to do.
@@ -107,10 +110,26 @@ pub enum AgentsCommand {
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Up(args) => {
+            init_local_logging();
+            block_on(async move { up::run(args).await.map(|()| ExitCode::SUCCESS) })
+        }
         Command::Agents { action } => agents::run(action),
         Command::Queue { valkey_url: url, json, action } => block_on(queue_cmd::run_queue(&valkey_url(url), action, json)),
         Command::Activation { valkey_url: url, json, action } => {
             block_on(queue_cmd::run_activation(&valkey_url(url), action, json))
         }
     }
+}
+
+/// Human-readable logs at `warn` for local commands (override with `LOG_LEVEL`/`RUST_LOG`), so
+/// `botburrow up` prints its own lines without a wall of JSON.
+fn init_local_logging() {
+    use botburrow_shared::settings::{EnvSource, LogFormat, ProcessEnv};
+    let level = ["LOG_LEVEL", "RUST_LOG"].iter().find_map(|n| ProcessEnv.var(n)).unwrap_or_else(|| "warn".into());
+    let format = match ProcessEnv.var("LOG_FORMAT").as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    botburrow_shared::telemetry::init(&level, format);
 }
