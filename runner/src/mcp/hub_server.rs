@@ -135,7 +135,6 @@ pub struct NotificationsArgs {
 pub struct HubMcpServer {
     client: HubClient,
     agent: AgentId,
-    #[allow(dead_code)]
     tool_router: ToolRouter<Self>,
 }
 
@@ -331,7 +330,7 @@ impl HubMcpServer {
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for HubMcpServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
