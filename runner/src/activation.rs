@@ -60,6 +60,12 @@ pub enum ActivationError {
     /// A CLI executor failed.
     #[error(transparent)]
     Executor(#[from] ExecutorError),
+    /// An MCP server of the agent could not be started.
+    #[error(transparent)]
+    Mcp(#[from] crate::mcp::McpError),
+    /// The activation's sandbox could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::tools::sandbox::SandboxError),
     /// The agent's `type` has no executor in this runner.
     #[error("Executor '{0}' not available: unknown agent type")]
     UnknownExecutor(String),
@@ -95,6 +101,7 @@ impl ActivationError {
             ActivationError::Llm(e) => e.is_retryable(),
             ActivationError::Executor(ExecutorError::NotAvailable { .. }) => false,
             ActivationError::Executor(_) => true,
+            ActivationError::Mcp(_) | ActivationError::Sandbox(_) => true,
             ActivationError::Notifications { retryable, .. } => *retryable,
             ActivationError::Deadline | ActivationError::Cancelled => true,
         }
@@ -108,14 +115,27 @@ impl ActivationError {
 /// Builds the executor for a CLI agent `type` (`None` if this runner has none for it).
 pub type ExecutorFactory = Arc<dyn Fn(&str) -> Option<Box<dyn Executor>> + Send + Sync>;
 
-/// Builds the extra tools of a native activation (Hub tools, sandbox, MCP). Given the agent, its
-/// effective grants, the workspace and the idempotency key base; returns the tools and a probe
-/// that tells, after the loop, what the agent posted itself.
-pub type ToolFactory = Arc<
-    dyn Fn(&ToolRequest) -> Result<(ToolSet, Arc<dyn PostProbe>), ActivationError> + Send + Sync,
->;
+/// Builds the tools of a native activation (Hub tools, sandbox, MCP servers).
+#[async_trait]
+pub trait ToolProvider: Send + Sync {
+    /// The tools for one prompt of an activation, and a probe telling what the agent posted.
+    async fn tools(&self, req: &ToolRequest) -> Result<NativeTools, ActivationError>;
+}
 
-/// What a [`ToolFactory`] gets.
+/// Shared handle to a [`ToolProvider`].
+pub type ToolFactory = Arc<dyn ToolProvider>;
+
+/// The tools of one native run and what must be cleaned up after it.
+pub struct NativeTools {
+    /// Tools offered to the model.
+    pub set: ToolSet,
+    /// What the agent posted through them.
+    pub probe: Arc<dyn PostProbe>,
+    /// MCP servers to shut down (process groups killed) when the run ends.
+    pub mcp: Option<crate::mcp::McpManager>,
+}
+
+/// What a [`ToolProvider`] gets.
 pub struct ToolRequest {
     /// The agent.
     pub agent_id: AgentId,
@@ -200,7 +220,7 @@ pub struct PipelineParts {
     pub metrics: RunnerMetrics,
     /// CLI executors by type.
     pub executors: ExecutorFactory,
-    /// Extra tools for native agents (`None`: the loop runs without tools and replies by final text).
+    /// Tools for native agents (`None`: the loop runs without tools and replies by final text).
     pub tools: Option<ToolFactory>,
 }
 
@@ -635,15 +655,23 @@ impl Pipeline {
         workspace: &std::path::Path,
     ) -> Result<Thought, ActivationError> {
         let chain = ProviderChain::from_brain(&run.agent.brain, &self.llm)?;
-        let (tools, probe): (ToolSet, Arc<dyn PostProbe>) = match &self.tools {
-            Some(factory) => factory(&ToolRequest {
-                agent_id: run.agent_id.clone(),
-                agent: run.agent.clone(),
-                grants: run.grants.clone(),
-                workspace: workspace.to_path_buf(),
-                idempotency_base: key_base.to_string(),
-            })?,
-            None => (ToolSet::new(), Arc::new(NothingPosted)),
+        let native = match &self.tools {
+            Some(provider) => {
+                provider
+                    .tools(&ToolRequest {
+                        agent_id: run.agent_id.clone(),
+                        agent: run.agent.clone(),
+                        grants: run.grants.clone(),
+                        workspace: workspace.to_path_buf(),
+                        idempotency_base: key_base.to_string(),
+                    })
+                    .await?
+            }
+            None => NativeTools {
+                set: ToolSet::new(),
+                probe: Arc::new(NothingPosted),
+                mcp: None,
+            },
         };
         let max_iterations = run.agent.max_iterations(self.cfg.max_iterations);
         let params = LoopParams {
@@ -653,7 +681,11 @@ impl Pipeline {
             deadline: run.deadline,
             agent: run.agent_id.clone(),
         };
-        let out = run_tool_loop(params, &chain, &tools, run.cancel).await?;
+        let result = run_tool_loop(params, &chain, &native.set, run.cancel).await;
+        if let Some(mcp) = native.mcp {
+            mcp.shutdown().await;
+        }
+        let out = result?;
         run.spend.input += out.usage.input_tokens;
         run.spend.output += out.usage.output_tokens;
         run.spend.cost += out.cost_usd;
@@ -679,7 +711,7 @@ impl Pipeline {
         }
         Ok(Thought {
             final_text: out.final_text,
-            posted: probe.posted(),
+            posted: native.probe.posted(),
             posted_unknown: false,
         })
     }

@@ -78,7 +78,7 @@ pub struct RunnerDeps {
     pub policy: PolicyStore,
     /// CLI executors by agent type.
     pub executors: ExecutorFactory,
-    /// Extra tools for native agents; `None` = no tools (replies by final text).
+    /// Tools for native agents (Hub, sandbox, MCP by default); `None` = no tools.
     pub tools: Option<ToolFactory>,
     /// Claim loop timing overrides.
     pub tuning: WorkerTuning,
@@ -129,6 +129,10 @@ impl RunnerDeps {
         let llm = LlmRuntime::new(&registry, prices).map_err(|e| AppError::Llm(e.to_string()))?;
         let policy = PolicyStore::from_setting(settings.agent_permissions_path.as_deref())
             .map_err(|e| AppError::Policy(e.to_string()))?;
+        let mcp =
+            crate::mcp::McpOptions::from_env(&ProcessEnv, crate::mcp::McpMetrics::new(&registry));
+        let tools: ToolFactory =
+            Arc::new(crate::native_tools::StandardTools::new(hub.clone(), mcp));
         Ok(Self {
             queue,
             hub,
@@ -140,7 +144,7 @@ impl RunnerDeps {
             kv,
             policy,
             executors: Arc::new(|kind: &str| crate::executors::executor_for(kind)),
-            tools: None,
+            tools: Some(tools),
             tuning: WorkerTuning::default(),
         })
     }

@@ -16,3 +16,4 @@ pub mod activation;
 pub mod prompt;
 pub mod worker;
 pub mod app;
+pub mod native_tools;
