@@ -83,6 +83,14 @@ expect_render_failure() {
   fi
   grep -q . "$out/expected-failure.txt" || fail "helm template refused $why without saying why"
 }
+# helm lint itself must catch a broken template (a nil pointer), through the shim.
+cp -r "$chart" "$out/broken-chart"
+printf 'kind: ConfigMap\nmetadata:\n  name: {{ .Values.nope.deeper }}\n' >"$out/broken-chart/templates/broken.yaml"
+if helm lint "$out/broken-chart" --strict >"$out/expected-failure.txt" 2>&1; then
+  fail "helm lint accepted a template with a nil pointer"
+fi
+grep -q 'nil pointer' "$out/expected-failure.txt" || fail "helm lint failed without naming the nil pointer"
+rm -rf "$out/broken-chart"
 expect_render_failure "a string replica count" --set coordinator.replicas=two
 expect_render_failure "an unknown values key" --set coordinator.replica=2
 expect_render_failure "an unknown runner image" --set runners.repository=runner-gpu
