@@ -99,7 +99,9 @@ fn claude_code_uses_print_mode_with_the_hub_mcp_config() {
     let ws = tempfile::tempdir().expect("ws");
     let scratch = tempfile::tempdir().expect("scratch");
     let req = request(
-        agent("type: claude-code\nbrain: {provider: anthropic, model: claude-sonnet-4-5}"),
+        agent(
+            "type: claude-code\nbrain: {provider: anthropic, model: claude-sonnet-4-5}\ncapabilities: {grants: [hub:write, github:read]}",
+        ),
         ws.path(),
     );
     let inv = prepare::<ClaudeCode>(&req, scratch.path());
@@ -144,6 +146,10 @@ fn claude_code_uses_print_mode_with_the_hub_mcp_config() {
     assert_eq!(hub["env"]["HUB_URL"], "http://127.0.0.1:8000");
     assert_eq!(hub["env"]["HUB_API_KEY"], HUB_KEY);
     assert_eq!(hub["env"]["HUB_AGENT_ID"], "tester");
+    assert_eq!(
+        hub["env"]["HUB_GRANTS"], "hub:write",
+        "the Hub server gets the agent's hub grants only"
+    );
     let sp = inv
         .value_of("--append-system-prompt-file")
         .expect("system prompt file");
@@ -383,6 +389,10 @@ fn opencode_runs_with_a_generated_config() {
     );
     assert_eq!(hub["environment"]["HUB_API_KEY"], HUB_KEY);
     assert_eq!(hub["environment"]["HUB_AGENT_ID"], "tester");
+    assert_eq!(
+        hub["environment"]["HUB_GRANTS"], "",
+        "no hub grant: the server offers no tool"
+    );
     assert_eq!(hub["enabled"], true);
     assert_eq!(
         cfg["agent"]["botburrow"]["prompt"],

@@ -42,7 +42,9 @@ fn executor(kind: &str) -> Box<dyn Executor> {
 }
 
 fn request(kind: &str, workspace: &Path, prompt: &str, within: Duration) -> ExecRequest {
-    let yaml = format!("type: {kind}\nbrain: {{provider: anthropic, model: claude-fake-1}}");
+    let yaml = format!(
+        "type: {kind}\nbrain: {{provider: anthropic, model: claude-fake-1}}\ncapabilities: {{grants: [hub:write]}}"
+    );
     let agent = AgentConfig::parse("agents/tester/config.yaml", &yaml, "tester", String::new())
         .expect("agent");
     let mut credentials = BTreeMap::new();
@@ -188,6 +190,10 @@ async fn goose_end_to_end_and_its_hub_extension_gets_the_hub_env() {
     );
     assert!(
         hub_env.lines().any(|l| l == "HUB_AGENT_ID=tester"),
+        "{hub_env}"
+    );
+    assert!(
+        hub_env.lines().any(|l| l == "HUB_GRANTS=hub:write"),
         "{hub_env}"
     );
     assert!(

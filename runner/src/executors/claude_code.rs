@@ -48,7 +48,7 @@ impl CliFlavor for ClaudeCode {
                     "type": "stdio",
                     "command": req.hub.binary.to_string_lossy(),
                     "args": [],
-                    "env": super::hub_server_env(&req.hub),
+                    "env": super::hub_server_env(&req.hub, &req.agent),
                 }
             }
         });

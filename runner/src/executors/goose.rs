@@ -58,7 +58,7 @@ impl CliFlavor for Goose {
         let mut script = String::from(
             "#!/bin/sh\n# Hub MCP server launcher written by botburrow-runner for one activation.\n",
         );
-        for (k, v) in super::hub_server_env(&req.hub) {
+        for (k, v) in super::hub_server_env(&req.hub, &req.agent) {
             script.push_str(&format!("export {k}={}\n", sh_quote(&v)));
         }
         script.push_str(&format!(

@@ -458,14 +458,34 @@ pub fn provider_key(req: &ExecRequest) -> Option<(&'static str, Secret)> {
     req.credentials.get(source).map(|v| (var, v.clone()))
 }
 
-/// The environment of the Hub MCP server: `HUB_URL`, `HUB_API_KEY` (if any), `HUB_AGENT_ID`.
-pub fn hub_server_env(hub: &HubMcpSpec) -> BTreeMap<String, String> {
+/// The agent's `hub:` grants as the Hub MCP server's `HUB_GRANTS` value (comma-separated), so a
+/// CLI agent gets exactly the Hub tools a native agent would (`hub:read` cannot post). Invalid
+/// grants fail closed: no Hub tool at all.
+pub fn hub_grants(agent: &AgentConfig) -> String {
+    match botburrow_shared::grants::Grants::from_agent("capabilities.grants", agent) {
+        Ok(grants) => grants
+            .iter()
+            .filter(|g| g.service() == "hub")
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        Err(e) => {
+            tracing::warn!(agent = %agent.name, error = %e, "invalid grants; the Hub MCP server gets none");
+            String::new()
+        }
+    }
+}
+
+/// The environment of the Hub MCP server: `HUB_URL`, `HUB_API_KEY` (if any), `HUB_AGENT_ID` and
+/// `HUB_GRANTS` (the agent's hub grants; the server hides tools they do not cover).
+pub fn hub_server_env(hub: &HubMcpSpec, agent: &AgentConfig) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("HUB_URL".to_string(), hub.hub_url.clone());
     if let Some(key) = &hub.hub_api_key {
         env.insert("HUB_API_KEY".to_string(), key.expose().to_string());
     }
     env.insert("HUB_AGENT_ID".to_string(), hub.agent_id.to_string());
+    env.insert("HUB_GRANTS".to_string(), hub_grants(agent));
     env
 }
 

@@ -41,7 +41,7 @@ pub fn config_for(req: &ExecRequest) -> Value {
             HUB_SERVER_NAME: {
                 "type": "local",
                 "command": [req.hub.binary.to_string_lossy()],
-                "environment": super::hub_server_env(&req.hub),
+                "environment": super::hub_server_env(&req.hub, &req.agent),
                 "enabled": true,
             }
         },
