@@ -209,3 +209,78 @@ async fn sigkill_mid_activation_loses_nothing_and_replies_exactly_once() {
     );
     f.stop_runner().await;
 }
+
+#[tokio::test]
+async fn sigkill_after_hub_post_then_retry_posts_exactly_once_through_idempotency_keys() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    let post = f.ron_posts("@simple-bot what is a lifetime?").await;
+    let call = serde_json::json!({"content": "A lifetime names how long a borrow is valid.", "reply_to": post});
+    // Attempt 1: the agent posts with hub_post, then its next model call hangs until the kill.
+    f.mock
+        .push(MockReply::tool_calls(vec![("hub_post", call.clone())]));
+    f.mock
+        .push(MockReply::text("done").delayed(Duration::from_secs(120)));
+    let mut child = spawn_runner(&f, &[]);
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            f.mock.request_count() == 2
+        })
+        .await
+    );
+    assert_eq!(
+        Fleet::comments_by(&f.state().await, "simple-bot").len(),
+        1,
+        "posted before the crash"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10)).await;
+    let active = f.queue.active().await.expect("active");
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        f.queue
+            .reap(active[0].deadline_ms + 1)
+            .await
+            .expect("reap")
+            .requeued,
+        1
+    );
+
+    // Attempt 2: the model makes the same hub_post; the same idempotency key returns the first
+    // comment instead of creating a second one, and the final text is not posted on top.
+    f.mock.push(MockReply::tool_calls(vec![("hub_post", call)]));
+    f.mock.push(MockReply::text("I answered in the thread."));
+    f.start_runner(&[], |_| {}).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            Fleet::notifications_of(&f.state().await, "simple-bot")
+                .iter()
+                .all(|n| n["read"] == true)
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            f.queue
+                .stats()
+                .await
+                .map(|s| s.active == 0 && s.total_waiting() == 0)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    assert_eq!(f.mock.request_count(), 4);
+    let state = f.state().await;
+    let replies = Fleet::comments_by(&state, "simple-bot");
+    assert_eq!(replies.len(), 1, "exactly one reply: {state}");
+    assert_eq!(replies[0]["post_id"], post.as_str());
+    f.stop_runner().await;
+}
