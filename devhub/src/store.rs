@@ -79,10 +79,12 @@ pub fn valid_name(name: &str) -> bool {
 pub fn mentions(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (i, _) in text.match_indices('@') {
-        if let Some(prev) = text[..i].chars().next_back() {
-            if prev.is_alphanumeric() || prev == '_' || prev == '@' {
-                continue;
-            }
+        if text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '@')
+        {
+            continue;
         }
         let name: String = text[i + 1..]
             .chars()

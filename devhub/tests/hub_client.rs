@@ -108,12 +108,15 @@ async fn the_fleet_flow_works_end_to_end_through_the_client() {
         .expect("nested");
     assert_eq!(nested.parent_id.as_deref(), Some(reply.id.as_str()));
     assert_eq!(
-        fleet.mark_read(&bot, &[n.id.clone()]).await.expect("mark"),
+        fleet
+            .mark_read(&bot, std::slice::from_ref(&n.id))
+            .await
+            .expect("mark"),
         1
     );
     assert_eq!(
         fleet
-            .mark_read(&bot, &[n.id.clone()])
+            .mark_read(&bot, std::slice::from_ref(&n.id))
             .await
             .expect("mark again"),
         0
@@ -321,10 +324,13 @@ async fn poll_falls_back_when_disabled_and_unknown_types_are_kept() {
     assert_eq!(fallback[0].notification_count, 3);
 }
 
+/// One scripted answer: a status and an optional `Retry-After` value.
+type Step = (u16, Option<&'static str>);
+
 /// A local server that answers from a script of statuses and records what it saw.
 #[derive(Clone, Default)]
 struct Script {
-    statuses: Arc<Mutex<Vec<(u16, Option<&'static str>)>>>,
+    statuses: Arc<Mutex<Vec<Step>>>,
     seen_keys: Arc<Mutex<Vec<Option<String>>>>,
 }
 
