@@ -735,3 +735,79 @@ fn process_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// What `botburrow up` does: one process, the in-memory queue and key-value store, the offline
+/// demo provider (which answers through `hub_post`).
+#[tokio::test]
+async fn in_memory_queue_and_demo_provider_answer_a_mention() {
+    use botburrow_runner::app::{RunnerDeps, run};
+    use botburrow_runner::kv::MemoryKv;
+    use botburrow_shared::queue::{MemoryQueue, QueueConfig};
+    let f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        "type: native\nbrain: {provider: demo, model: demo}\ncapabilities:\n  grants: [hub:write]\n",
+        "You are a demo.",
+    );
+    let queue = std::sync::Arc::new(MemoryQueue::new(QueueConfig::default()));
+    let settings = f.settings_with(&f.defs_path(), &[]);
+    let hub = botburrow_shared::hub::HubClient::new(
+        &f.hub.url(),
+        Some(botburrow_shared::settings::Secret::new(
+            runner_support::SERVICE_KEY,
+        )),
+    )
+    .expect("hub");
+    let registry = botburrow_shared::health::new_registry();
+    let deps = RunnerDeps::assemble(
+        &settings,
+        registry.clone(),
+        queue.clone(),
+        std::sync::Arc::new(MemoryKv::new()),
+        hub,
+    )
+    .expect("deps");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(run(settings, deps, stop.clone()));
+    let post = f.ron_posts("@simple-bot hello demo").await;
+    queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    let state = f.state().await;
+    let reply = Fleet::comments_by(&state, "simple-bot")[0].clone();
+    assert_eq!(reply["post_id"], post.as_str());
+    assert!(
+        reply["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[demo provider]"),
+        "{reply}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            Fleet::notifications_of(&f.state().await, "simple-bot")
+                .iter()
+                .all(|n| n["read"] == true)
+        })
+        .await
+    );
+    assert_eq!(
+        f.mock.request_count(),
+        0,
+        "the demo provider needs no network"
+    );
+    stop.cancel();
+    task.await.expect("join").expect("run");
+    let text = botburrow_shared::health::render_metrics(&registry);
+    assert!(
+        text.contains("agent=\"simple-bot\",task_type=\"inbox\",outcome=\"success\"} 1"),
+        "{text}"
+    );
+}
