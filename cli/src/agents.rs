@@ -4,8 +4,13 @@
 use crate::AgentsCommand;
 use crate::output;
 use botburrow_shared::agent::AgentConfig;
+use botburrow_shared::grants::Grants;
+use botburrow_shared::policy::Policy;
 use std::path::Path;
 use std::process::ExitCode;
+
+/// Executor types the runner knows.
+pub const KNOWN_TYPES: &[&str] = &["native", "claude-code", "goose", "aider", "opencode"];
 
 const SCHEMA: &str = include_str!("../../agent-definitions-schema/agent-config.schema.json");
 
@@ -24,8 +29,9 @@ pub struct Problem {
     pub severity: &'static str,
 }
 
-/// Validates every agent under `root/agents`, returning all problems found.
-pub fn validate_dir(root: &Path) -> Result<(Vec<String>, Vec<Problem>), String> {
+/// Validates every agent under `root/agents`, returning all problems found. With a policy, the
+/// grants it removes are reported as warnings.
+pub fn validate_dir(root: &Path, policy: Option<&Policy>) -> Result<(Vec<String>, Vec<Problem>), String> {
     let ids = AgentConfig::list(root).map_err(|e| format!("{}: cannot list agents: {e}", root.join("agents").display()))?;
     let schema_value: serde_json::Value =
         serde_json::from_str(SCHEMA).map_err(|e| format!("embedded schema is invalid: {e}"))?;
@@ -58,6 +64,38 @@ pub fn validate_dir(root: &Path) -> Result<(Vec<String>, Vec<Problem>), String> 
         }
         match AgentConfig::load(root, id) {
             Ok(cfg) => {
+                match Grants::from_agent(&file, &cfg) {
+                    Err(e) => problems.push(Problem {
+                        agent: id.clone(),
+                        file: file.clone(),
+                        field: "capabilities.grants".into(),
+                        message: e.to_string(),
+                        severity: "error",
+                    }),
+                    Ok(grants) => {
+                        if let Some(policy) = policy {
+                            let (_, dropped) = policy.effective(id, &grants);
+                            for g in dropped {
+                                problems.push(Problem {
+                                    agent: id.clone(),
+                                    file: file.clone(),
+                                    field: "capabilities.grants".into(),
+                                    message: format!("grant '{g}' is removed (or narrowed) by the permission policy"),
+                                    severity: "warning",
+                                });
+                            }
+                        }
+                    }
+                }
+                if !KNOWN_TYPES.contains(&cfg.executor.as_str()) {
+                    problems.push(Problem {
+                        agent: id.clone(),
+                        file: file.clone(),
+                        field: "type".into(),
+                        message: format!("unknown executor '{}' (expected one of {})", cfg.executor, KNOWN_TYPES.join(", ")),
+                        severity: "error",
+                    });
+                }
                 if cfg.system_prompt.trim().is_empty() {
                     problems.push(Problem {
                         agent: id.clone(),
@@ -108,7 +146,15 @@ fn pointer_to_path(pointer: &str) -> String {
 /// Runs an `agents` subcommand.
 pub fn run(cmd: AgentsCommand) -> ExitCode {
     match cmd {
-        AgentsCommand::Validate { dir, policy: _, json } => match validate_dir(&dir) {
+        AgentsCommand::Validate { dir, policy, json } => {
+            let policy = match policy.as_deref().map(Policy::load).transpose() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match validate_dir(&dir, policy.as_ref()) {
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
@@ -126,7 +172,8 @@ pub fn run(cmd: AgentsCommand) -> ExitCode {
                 }
                 if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
             }
-        },
+            }
+        }
         AgentsCommand::List { dir, json } => {
             let ids = match AgentConfig::list(&dir) {
                 Ok(ids) => ids,

@@ -2,6 +2,7 @@
 //! and activation tools that speak to Valkey, and agent definition checks.
 
 pub mod agents;
+pub mod doctor;
 pub mod output;
 pub mod queue_cmd;
 pub mod up;
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole fleet locally in one process (dev Hub, coordinator, runner).
     Up(up::UpArgs),
+    /// Check settings, Valkey, the Hub, provider keys, agents and MCP programs.
+    Doctor(doctor::DoctorArgs),
     /// Agent definition tools.
     Agents {
         /// What to do.
@@ -114,6 +117,7 @@ pub fn main_entry() -> ExitCode {
             init_local_logging();
             block_on(async move { up::run(args).await.map(|()| ExitCode::SUCCESS) })
         }
+        Command::Doctor(args) => block_on(async move { Ok(doctor::run(args, &doctor::process_env()).await) }),
         Command::Agents { action } => agents::run(action),
         Command::Queue { valkey_url: url, json, action } => block_on(queue_cmd::run_queue(&valkey_url(url), action, json)),
         Command::Activation { valkey_url: url, json, action } => {
