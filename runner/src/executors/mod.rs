@@ -332,7 +332,8 @@ impl<F: CliFlavor> Executor for CliExecutor<F> {
     async fn run(&self, req: ExecRequest) -> Result<ExecOutcome, ExecutorError> {
         let result = self.run_inner(&req).await;
         if let Err(e) = &result {
-            tracing::warn!(executor = F::KIND, agent_id = %req.hub.agent_id, error = %e, "executor_error");
+            // The activation logs `executor_error` with its context; this is the detail line.
+            tracing::debug!(executor = F::KIND, agent_id = %req.hub.agent_id, error = %e, "executor_failed");
         }
         result
     }
