@@ -43,3 +43,32 @@ fn list_prints_a_table_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(v.as_array().expect("array").iter().any(|a| a["id"] == "claude-coder-1" && a["type"] == "claude-code"));
 }
+
+#[test]
+fn validate_reports_grants_the_policy_removes_and_bad_grant_shapes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "default:\n  denied: [github:*]\n").expect("write policy");
+    let out = bin()
+        .args(["agents", "validate"])
+        .arg(root().join("agent-definitions-schema/examples"))
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "policy removals are warnings: {stdout}");
+    assert!(
+        stdout.contains("warning: agents/claude-coder-1/config.yaml: capabilities.grants: grant 'github:read' is removed"),
+        "{stdout}"
+    );
+
+    let defs = dir.path().join("defs/agents/odd");
+    std::fs::create_dir_all(&defs).expect("mkdir");
+    std::fs::write(defs.join("config.yaml"), "type: native\ncapabilities:\n  grants: [hub:delete]\n").expect("write");
+    std::fs::write(defs.join("system-prompt.md"), "p").expect("write");
+    let out = bin().args(["agents", "validate"]).arg(dir.path().join("defs")).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("agents/odd/config.yaml") && stdout.contains("hub:delete"), "{stdout}");
+}
