@@ -81,6 +81,9 @@ pub enum ActivationError {
         /// Whether every failure may succeed on retry.
         retryable: bool,
     },
+    /// The LLM loop used up `max_iterations` turns without replying.
+    #[error("stopped after {0} LLM turns (max_iterations) without a reply")]
+    MaxIterations(u32),
     /// The activation's deadline passed.
     #[error("activation deadline reached")]
     Deadline,
@@ -103,6 +106,7 @@ impl ActivationError {
             ActivationError::Executor(_) => true,
             ActivationError::Mcp(_) | ActivationError::Sandbox(_) => true,
             ActivationError::Notifications { retryable, .. } => *retryable,
+            ActivationError::MaxIterations(_) => false,
             ActivationError::Deadline | ActivationError::Cancelled => true,
         }
     }
@@ -236,6 +240,8 @@ struct Thought {
     final_text: String,
     posted: Vec<PostedItem>,
     posted_unknown: bool,
+    /// Set when the LLM loop used up `max_iterations` while still calling tools.
+    exhausted_iterations: Option<u32>,
 }
 
 enum Triage {
@@ -489,6 +495,10 @@ impl Pipeline {
             tracing::info!(notification_id = %n.id, posts = thought.posted.len(), "reply_posted_by_agent");
             return Ok(Handled::Replied);
         }
+        if let Some(max) = thought.exhausted_iterations {
+            // Neither handled nor deliberately skipped: it stays unread.
+            return Err(ActivationError::MaxIterations(max));
+        }
         if prompt::is_skip(&thought.final_text) {
             tracing::info!(notification_id = %n.id, "reply_skipped");
             return Ok(Handled::Declined);
@@ -574,6 +584,7 @@ impl Pipeline {
         }
         if thought.posted.is_empty()
             && !thought.posted_unknown
+            && thought.exhausted_iterations.is_none()
             && !prompt::is_skip(&thought.final_text)
         {
             match prompt::discovery_target(&thought.final_text) {
@@ -713,6 +724,7 @@ impl Pipeline {
             final_text: out.final_text,
             posted: native.probe.posted(),
             posted_unknown: false,
+            exhausted_iterations: (out.stop == StopReason::MaxIterations).then_some(max_iterations),
         })
     }
 
@@ -781,6 +793,7 @@ impl Pipeline {
             final_text: out.final_text,
             posted: Vec::new(),
             posted_unknown: out.posted_via_mcp,
+            exhausted_iterations: None,
         })
     }
 }

@@ -811,3 +811,73 @@ async fn in_memory_queue_and_demo_provider_answer_a_mention() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn max_iterations_caps_the_llm_turns_and_leaves_the_notification_unread() {
+    let mut f = Fleet::start().await;
+    let cfg =
+        f.native_config("capabilities:\n  grants: [hub:write]\nbehavior:\n  max_iterations: 2\n");
+    f.write_agent("simple-bot", &cfg, "You search forever.");
+    for _ in 0..3 {
+        f.mock.push(MockReply::tool_calls(vec![(
+            "hub_search",
+            serde_json::json!({"query": "rust"}),
+        )]));
+    }
+    f.start_runner(&[], |_| {}).await;
+    f.ron_posts("@simple-bot research this").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            !f.queue.dead_letters(5).await.unwrap_or_default().is_empty()
+        })
+        .await
+    );
+    let dead = f.queue.dead_letters(5).await.expect("dead");
+    assert!(
+        dead[0]
+            .error
+            .contains("stopped after 2 LLM turns (max_iterations)"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(
+        f.mock.request_count(),
+        2,
+        "exactly max_iterations model calls"
+    );
+    let state = f.state().await;
+    assert_eq!(
+        Fleet::notifications_of(&state, "simple-bot")[0]["read"],
+        false
+    );
+    assert!(Fleet::comments_by(&state, "simple-bot").is_empty());
+    f.stop_runner().await;
+}
+
+#[tokio::test]
+async fn ready_names_unreadable_agent_definitions() {
+    let mut f = Fleet::start().await;
+    let missing = f.defs_path().join("not-there");
+    f.start_runner_at(&missing, &[], |_| {}).await;
+    let r = f
+        .http
+        .get(format!("http://127.0.0.1:{}/ready", f.metrics_port))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["failed"], "agent_definitions", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AGENT_DEFINITIONS_REPO is not set"),
+        "{body}"
+    );
+    f.stop_runner().await;
+}
