@@ -306,7 +306,7 @@ async fn openai_provider_sends_max_completion_tokens_and_real_api_base_is_requir
         &CancellationToken::new(),
     )
     .await
-    .unwrap_err();
+    .expect_err("must fail");
     assert!(matches!(err, LlmError::Api { status: 404, .. }), "{err}");
     assert_eq!(mock.requests()[0].path, "/chat/completions");
 

@@ -183,7 +183,7 @@ async fn no_retry_and_no_failover_on_401() {
         &ctx(rt(&new_registry(), 3)),
     )
     .expect("chain");
-    let err = run(&chain).await.unwrap_err();
+    let err = run(&chain).await.expect_err("must fail");
     match &err {
         LlmError::Api {
             status, message, ..
@@ -322,4 +322,51 @@ async fn rpm_limit_holds_a_burst_of_100_requests_shared_by_all_activations() {
             .count();
         assert!(in_window <= 11, "window from {d:?} holds {in_window}");
     }
+}
+
+#[tokio::test]
+async fn an_abandoned_half_open_probe_does_not_wedge_the_breaker() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    for _ in 0..3 {
+        primary.push(MockReply::error(500));
+    }
+    let clock = Arc::new(ManualClock::new());
+    let rt = LlmRuntime::with_config(
+        &new_registry(),
+        PriceTable::builtin(),
+        config(1),
+        clock.clone(),
+    )
+    .expect("rt");
+    let b = Brain {
+        provider: "anthropic".into(),
+        model: "m".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some("GOOD_KEY".into()),
+        ..Brain::default()
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt)).expect("chain");
+    for _ in 0..3 {
+        assert!(run(&chain).await.is_err());
+    }
+    assert!(matches!(
+        run(&chain).await,
+        Err(LlmError::CircuitOpen { .. })
+    ));
+    clock.advance(Duration::from_secs(30));
+    // The probe is slower than the activation's deadline: the loop gives up mid-request.
+    primary.push(MockReply::text("slow").delayed(Duration::from_secs(30)));
+    let p = LoopParams {
+        deadline: tokio::time::Instant::now() + Duration::from_millis(300),
+        ..params()
+    };
+    let out = run_tool_loop(p, &chain, &ToolSet::new(), &CancellationToken::new())
+        .await
+        .expect("deadline outcome");
+    assert_eq!(out.stop, StopReason::Deadline);
+    // The next activation may probe again instead of finding the breaker stuck half-open.
+    let out = run(&chain)
+        .await
+        .expect("second probe allowed and succeeds");
+    assert_eq!(out.final_text, "echo: hello");
 }

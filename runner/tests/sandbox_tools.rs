@@ -453,7 +453,7 @@ fn env_is_scrubbed_of_keys_present_in_the_runner_env() {
 
 #[test]
 fn sandbox_requires_an_existing_workspace() {
-    let err = Sandbox::new(Path::new("/nonexistent/ws"), &shell(true)).unwrap_err();
+    let err = Sandbox::new(Path::new("/nonexistent/ws"), &shell(true)).expect_err("must fail");
     assert!(
         err.to_string().starts_with("workspace /nonexistent/ws"),
         "{err}"

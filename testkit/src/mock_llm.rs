@@ -430,10 +430,10 @@ async fn handle(
             axum::Json(error_body(flavor, *status, &message, None)),
         )
             .into_response();
-        if let Some(secs) = retry_after {
-            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert("retry-after", v);
-            }
+        if let Some(secs) = retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert("retry-after", v);
         }
         return resp;
     }
@@ -596,12 +596,12 @@ fn validate_anthropic(body: &Value) -> Result<(), Invalid> {
             }
         }
     }
-    if let Some(system) = obj.get("system") {
-        if !(system.is_string() || system.is_array()) {
-            return Err(invalid(
-                "system: Input should be a valid string or list of text blocks",
-            ));
-        }
+    if let Some(system) = obj.get("system")
+        && !(system.is_string() || system.is_array())
+    {
+        return Err(invalid(
+            "system: Input should be a valid string or list of text blocks",
+        ));
     }
     if let Some(tools) = obj.get("tools") {
         let tools = tools
@@ -761,13 +761,13 @@ fn validate_openai(body: &Value) -> Result<(), Invalid> {
         }
     }
     for key in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = obj.get(key) {
-            if v.as_u64().filter(|n| *n >= 1).is_none() {
-                return Err((
-                    format!("Invalid '{key}': integer below minimum value 1."),
-                    Some(key.into()),
-                ));
-            }
+        if let Some(v) = obj.get(key)
+            && v.as_u64().filter(|n| *n >= 1).is_none()
+        {
+            return Err((
+                format!("Invalid '{key}': integer below minimum value 1."),
+                Some(key.into()),
+            ));
         }
     }
     if obj.contains_key("max_tokens") && obj.contains_key("max_completion_tokens") {
@@ -972,7 +972,7 @@ mod tests {
         no_max.as_object_mut().expect("obj").remove("max_tokens");
         assert!(
             validate_anthropic(&no_max)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("max_tokens")
         );
@@ -980,14 +980,14 @@ mod tests {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "zz", "content": "r"}]}]});
         assert!(
             validate_anthropic(&orphan)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("tool_use_id")
         );
         let twice = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]});
         assert!(
             validate_anthropic(&twice)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("alternate")
         );
@@ -997,13 +997,13 @@ mod tests {
             {"role": "user", "content": "no result"}]});
         assert!(
             validate_anthropic(&unanswered)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("without `tool_result`")
         );
         let dup = json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "a"}],
             "tools": [{"name": "a", "input_schema": {"type": "object"}}, {"name": "a", "input_schema": {"type": "object"}}]});
-        assert!(validate_anthropic(&dup).unwrap_err().0.contains("unique"));
+        assert!(validate_anthropic(&dup).expect_err("must fail").0.contains("unique"));
     }
 
     #[test]
@@ -1016,18 +1016,18 @@ mod tests {
         let orphan = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c9", "content": "r"}]});
         assert!(
             validate_openai(&orphan)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("preceeding")
         );
         let no_model = json!({"messages": [{"role": "user", "content": "hi"}]});
-        assert!(validate_openai(&no_model).unwrap_err().0.contains("model"));
+        assert!(validate_openai(&no_model).expect_err("must fail").0.contains("model"));
         let obj_args = json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
             {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "x", "arguments": {}}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "r"}]});
         assert!(
             validate_openai(&obj_args)
-                .unwrap_err()
+                .expect_err("must fail")
                 .0
                 .contains("arguments")
         );

@@ -122,6 +122,16 @@ impl LlmRuntime {
         )
     }
 
+    /// The production runtime with the price table from `LLM_PRICES_PATH` (built-in prices
+    /// when `None`); a bad price file is a configuration error reported at startup.
+    pub fn from_prices_path(
+        registry: &SharedRegistry,
+        prices_path: Option<&std::path::Path>,
+    ) -> Result<Arc<Self>, LlmError> {
+        let prices = PriceTable::load(prices_path).map_err(|e| LlmError::Config(e.to_string()))?;
+        Self::new(registry, prices)
+    }
+
     /// A runtime with explicit tunables and clock (tests use a [`super::ManualClock`]).
     pub fn with_config(
         registry: &SharedRegistry,
@@ -440,9 +450,14 @@ impl ProviderChain {
                 self.count_error(&e);
                 return Err(e);
             }
+            // Frees a half-open probe slot if this call ends without a verdict (deadline,
+            // cancellation: the loop drops this future mid-request).
+            let mut probe = ProbeGuard {
+                breaker: &link.breaker,
+                armed: true,
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                link.breaker.release_probe();
                 return Err(LlmError::Timeout {
                     provider: ep.label.clone(),
                 });
@@ -462,6 +477,7 @@ impl ProviderChain {
                 .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(response) => {
+                    probe.armed = false;
                     link.breaker.record_success();
                     if let Some(l) = &link.limiter {
                         l.record_tokens(response.usage.total());
@@ -487,9 +503,10 @@ impl ProviderChain {
                 Err(e) => {
                     self.count_error(&e);
                     if e.is_retryable() {
+                        probe.armed = false;
                         link.breaker.record_failure();
                     } else {
-                        link.breaker.release_probe();
+                        // The endpoint answered; this says nothing about its health.
                         return Err(e);
                     }
                     if attempt >= policy.max_attempts.max(1) {
@@ -534,6 +551,19 @@ impl ProviderChain {
     }
 }
 
+struct ProbeGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.release_probe();
+        }
+    }
+}
+
 fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exp = policy
         .base_delay
@@ -569,7 +599,7 @@ mod tests {
             provider: "anthropic".into(),
             ..Brain::default()
         };
-        let err = ProviderChain::from_brain(&brain, &ctx).unwrap_err();
+        let err = ProviderChain::from_brain(&brain, &ctx).expect_err("must fail");
         assert!(err.to_string().contains("ANTHROPIC_API_KEY"), "{err}");
         let brain = Brain {
             provider: "ollama".into(),

@@ -141,3 +141,29 @@ impl RateLimiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn token_debt_delays_the_next_request() {
+        let l = RateLimiter::new(None, Some(600));
+        let start = Instant::now();
+        l.acquire().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // 610 tokens used against 10 per second with a 10-token bucket: 600 of debt = 60 s.
+        l.record_tokens(610);
+        l.acquire().await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "{waited:?}"
+        );
+        l.set_limits(None, None);
+        l.record_tokens(1_000_000);
+        let before = Instant::now();
+        l.acquire().await;
+        assert_eq!(before.elapsed(), Duration::ZERO, "limits removed");
+    }
+}

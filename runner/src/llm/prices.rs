@@ -208,12 +208,15 @@ mod tests {
         )
         .expect("json");
         assert_eq!(t.price("gpt-4o").map(|p| p.input_per_mtok), Some(9.0));
-        let err = t.merge_text("bad.yaml", "gpt-4o: {input: 1}").unwrap_err();
+        let err = t
+            .merge_text("bad.yaml", "gpt-4o: {input: 1}")
+            .expect_err("must fail");
         assert!(
             err.to_string().starts_with("bad.yaml: invalid price table"),
             "{err}"
         );
-        let err = PriceTable::load(Some(Path::new("/nonexistent/prices.yaml"))).unwrap_err();
+        let err =
+            PriceTable::load(Some(Path::new("/nonexistent/prices.yaml"))).expect_err("must fail");
         assert!(matches!(err, PriceError::Io { .. }));
     }
 }

@@ -500,13 +500,10 @@ impl Tool for WriteTool {
                 if path.is_dir() {
                     return ToolOutput::error(format!("Not a file: {shown}"));
                 }
-                if let Some(parent) = path.parent() {
-                    if let Err(e) = std::fs::create_dir_all(parent) {
-                        return ToolOutput::error(format!(
-                            "Cannot create {}: {e}",
-                            parent.display()
-                        ));
-                    }
+                if let Some(parent) = path.parent()
+                    && let Err(e) = std::fs::create_dir_all(parent)
+                {
+                    return ToolOutput::error(format!("Cannot create {}: {e}", parent.display()));
                 }
                 match std::fs::write(&path, a.content.as_bytes()) {
                     Ok(()) => {

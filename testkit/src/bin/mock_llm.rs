@@ -37,10 +37,12 @@ async fn main() -> anyhow::Result<()> {
         Flavor::OpenAi => format!("http://{addr}/v1"),
     };
     {
+        // Whoever started us may stop reading after the first line; a closed stdout must not
+        // stop the server, so write errors are ignored.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        writeln!(out, "api_base {base}")?;
-        out.flush()?;
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = writeln!(out, "api_base {base}");
+        let _ = out.flush();
     }
     let config = MockLlmConfig {
         flavor: args.flavor,
