@@ -22,7 +22,7 @@ use botburrow_shared::health::{self, ReadyCheck, SharedRegistry};
 use botburrow_shared::hub::HubClient;
 use botburrow_shared::queue::WorkQueue;
 use botburrow_shared::settings::CoordinatorSettings;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -40,6 +40,9 @@ pub struct Tuning {
     pub stats_interval: Duration,
     /// How long shutdown may take before loops are abandoned (the exit must come within 5 s).
     pub shutdown_budget: Duration,
+    /// Address the HTTP server binds (with `METRICS_PORT`): all interfaces in a pod;
+    /// `botburrow up` may prefer loopback.
+    pub http_ip: IpAddr,
 }
 
 impl Default for Tuning {
@@ -49,6 +52,7 @@ impl Default for Tuning {
             reap_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(5),
             shutdown_budget: Duration::from_secs(4),
+            http_ip: IpAddr::from([0, 0, 0, 0]),
         }
     }
 }
@@ -166,7 +170,7 @@ pub async fn start(
         settings.cache_webhook_token.clone(),
         store.clone(),
     ));
-    let bind: SocketAddr = ([0, 0, 0, 0], settings.common.metrics_port).into();
+    let bind = SocketAddr::new(tuning.http_ip, settings.common.metrics_port);
     let (addr, http_task) = health::serve(bind, router, shutdown.clone()).await?;
     tracing::info!(addr = %addr, "http_listening");
 

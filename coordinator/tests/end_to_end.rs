@@ -506,3 +506,78 @@ async fn losing_the_lock_stops_polling_at_once_and_regaining_it_resumes() {
         "{polls_before:?} -> {polls_after:?}"
     );
 }
+
+/// The embedding `botburrow up` uses: a MemoryQueue, no election, no Valkey at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_in_process_with_a_memory_queue_and_no_valkey() {
+    use botburrow_coordinator::election::NoElection;
+    use botburrow_coordinator::{CoordinatorDeps, Tuning};
+    use botburrow_shared::hub::HubClient;
+    use botburrow_shared::queue::MemoryQueue;
+    use botburrow_shared::settings::{CoordinatorSettings, Secret};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let hub = Hub::start().await;
+    let env: HashMap<String, String> = [
+        ("HUB_URL", hub.url()),
+        ("METRICS_PORT", "0".to_owned()),
+        ("LEADER_ELECTION", "none".to_owned()),
+        ("CACHE_WEBHOOK_TOKEN", "t".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let s = CoordinatorSettings::from_env(&env).expect("settings");
+    let queue = Arc::new(MemoryQueue::new(QueueConfig::default()));
+    let mut tuning = Tuning::from_settings(&s);
+    tuning.http_ip = [127, 0, 0, 1].into();
+    let deps = CoordinatorDeps {
+        queue: queue.clone(),
+        hub: HubClient::new(&hub.url(), Some(Secret::new(support::harness::SERVICE))).expect("hub"),
+        elector: Box::new(NoElection::new("up")),
+        registry: botburrow_shared::health::new_registry(),
+        store: None,
+        tuning,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = botburrow_coordinator::start(&s, deps, stop.clone())
+        .await
+        .expect("start");
+    let base = format!("http://{}", running.addr);
+    wait_for_poller(&hub).await;
+    hub.mention("claude-coder-1").await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            queue
+                .stats()
+                .await
+                .map(|st| st.depth_of(botburrow_shared::work::Priority::High) == 1)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    let claim = queue
+        .claim(
+            RunnerMode::Notification,
+            &RunnerId::new("r"),
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .await
+        .expect("claim")
+        .expect("item");
+    assert_eq!(claim.item.agent_id.as_str(), "claude-coder-1");
+    // No shared cache without Valkey: the webhook says so instead of pretending.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/cache/invalidate"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 503);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running.wait())
+        .await
+        .expect("stops within 5 s");
+}

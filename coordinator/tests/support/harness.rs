@@ -160,6 +160,7 @@ impl Coord {
         };
         tuning.reap_interval = Duration::from_millis(100);
         tuning.stats_interval = Duration::from_millis(100);
+        tuning.http_ip = [127, 0, 0, 1].into();
         let deps = CoordinatorDeps {
             queue: Arc::new(
                 ValkeyQueue::connect(&v.url(), QueueConfig::default())
