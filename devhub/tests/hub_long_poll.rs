@@ -211,3 +211,33 @@ async fn shutdown_ends_pending_polls_promptly() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn once_everything_is_read_the_poll_blocks_again() {
+    let hub = TestHub::start().await;
+    hub.post_as("ron", "m/general", "q", "@simple-bot ping")
+        .await;
+    let (_, v, took) = poll(&hub, "timeout=5").await;
+    assert_eq!(v["agents"][0]["id"], "simple-bot");
+    assert!(took < Duration::from_millis(100));
+    let ids: Vec<Value> = hub
+        .notifications_of("simple-bot")
+        .await
+        .into_iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    let (s, r) = hub
+        .post(
+            Some(SERVICE),
+            "/api/v1/notifications/read",
+            json!({"notification_ids": ids}),
+        )
+        .await;
+    assert_eq!((s, r["marked"].as_u64()), (StatusCode::OK, Some(1)));
+    let (_, v, took) = poll(&hub, "timeout=1").await;
+    assert_eq!(v["agents"], json!([]));
+    assert!(
+        took >= Duration::from_millis(950),
+        "returned after {took:?} with nothing unread"
+    );
+}
