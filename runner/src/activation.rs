@@ -380,10 +380,8 @@ impl Pipeline {
                 Err(e) => tracing::warn!(error = %e, "consumption_report_failed"),
             }
         }
-        if success {
-            if let Err(e) = self.hub.activated(run.agent_id).await {
-                tracing::warn!(error = %e, "activated_report_failed");
-            }
+        if success && let Err(e) = self.hub.activated(run.agent_id).await {
+            tracing::warn!(error = %e, "activated_report_failed");
         }
     }
 

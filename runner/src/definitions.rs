@@ -476,13 +476,11 @@ impl DefinitionStore {
         parent_on: &mut bool,
         dir_on: &mut bool,
     ) {
-        if !*parent_on {
-            if let Some(parent) = self.cfg.path.parent().filter(|p| p.is_dir()) {
-                match w.watch(parent, RecursiveMode::NonRecursive) {
-                    Ok(()) => *parent_on = true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, dir = %parent.display(), "agent_definitions_watch_failed")
-                    }
+        if !*parent_on && let Some(parent) = self.cfg.path.parent().filter(|p| p.is_dir()) {
+            match w.watch(parent, RecursiveMode::NonRecursive) {
+                Ok(()) => *parent_on = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %parent.display(), "agent_definitions_watch_failed")
                 }
             }
         }

@@ -171,10 +171,10 @@ pub fn is_skip(text: &str) -> bool {
     if upper == "SKIP" {
         return true;
     }
-    if let Some(rest) = upper.strip_prefix("SKIP") {
-        if rest.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
-            return true;
-        }
+    if let Some(rest) = upper.strip_prefix("SKIP")
+        && rest.starts_with(|c: char| !c.is_ascii_alphanumeric())
+    {
+        return true;
     }
     let lower = t.to_ascii_lowercase();
     lower.starts_with("no response needed") || lower.starts_with("nothing to engage with")

@@ -715,10 +715,10 @@ fn walk_for(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         if p.file_name().map(|n| n == name).unwrap_or(false) {
             return Some(p);
         }
-        if p.is_dir() {
-            if let Some(found) = walk_for(&p, name) {
-                return Some(found);
-            }
+        if p.is_dir()
+            && let Some(found) = walk_for(&p, name)
+        {
+            return Some(found);
         }
     }
     None
