@@ -431,3 +431,36 @@ async fn a_fake_cli_rejects_a_missing_flag_so_the_fakes_really_check() {
         other => panic!("expected Failed(64), got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_missing_workspace_or_interpreter_is_an_io_error_not_a_missing_binary() {
+    let ws = tempfile::tempdir().expect("ws");
+    let gone = ws.path().join("not-created");
+    let err = executor("aider")
+        .run(request("aider", &gone, "hi", Duration::from_secs(30)))
+        .await
+        .expect_err("no workspace");
+    assert!(
+        matches!(&err, ExecutorError::Io(m) if m.contains("is not a directory")),
+        "{err:?}"
+    );
+
+    let bin = tempfile::tempdir().expect("bin");
+    let script = bin.path().join("aider");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let options = ExecutorOptions {
+        search_path: Some(bin.path().into()),
+        ..ExecutorOptions::default()
+    };
+    let err = executor_with("aider", options)
+        .expect("kind")
+        .run(request("aider", ws.path(), "hi", Duration::from_secs(30)))
+        .await
+        .expect_err("bad interpreter");
+    assert!(
+        matches!(&err, ExecutorError::Io(m) if m.contains("interpreter")),
+        "{err:?}"
+    );
+}

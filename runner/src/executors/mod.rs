@@ -345,6 +345,12 @@ impl<F: CliFlavor> CliExecutor<F> {
             .prefix("botburrow-exec-")
             .tempdir()
             .map_err(|e| ExecutorError::Io(format!("cannot create scratch directory: {e}")))?;
+        if !req.workspace.is_dir() {
+            return Err(ExecutorError::Io(format!(
+                "workspace {} is not a directory",
+                req.workspace.display()
+            )));
+        }
         let inv = self.prepare(req, scratch.path())?;
         if !req.hub.binary.is_file() && F::KIND != aider::Aider::KIND {
             tracing::warn!(executor = F::KIND, binary = %req.hub.binary.display(), "hub MCP server binary not found; the CLI cannot post");
@@ -374,10 +380,13 @@ impl<F: CliFlavor> CliExecutor<F> {
             Err(process::ProcessError::Spawn { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Err(ExecutorError::NotAvailable {
-                    executor: F::KIND.to_string(),
-                    binary: self.program_name().to_string_lossy().into_owned(),
-                });
+                // Removed since the lookup: not available. Still there: its interpreter (`#!`)
+                // is missing, which deserves its own message.
+                self.resolve_program()?;
+                return Err(ExecutorError::Io(format!(
+                    "cannot start {}: {source} (is its #! interpreter installed?)",
+                    inv.program.display()
+                )));
             }
             Err(e) => return Err(ExecutorError::Io(redact(&e.to_string(), &secrets))),
         };
