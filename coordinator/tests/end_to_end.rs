@@ -581,3 +581,39 @@ async fn runs_in_process_with_a_memory_queue_and_no_valkey() {
         .await
         .expect("stops within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_mode_reprobes_the_long_poll_and_returns_to_it() {
+    let v = Valkey::start();
+    let hub = Hub::start().await;
+    hub.dev("/_dev/poll", json!({"enabled": false})).await;
+    let s = settings(&hub, &v, &[]);
+    let coord = Coord::start_with(&s, &v, Election::None, |t| {
+        t.scheduler.poll_interval = Duration::from_millis(100);
+        t.scheduler.reprobe_every = 3;
+    })
+    .await;
+    // Falling back: several short polls, no long-poll held open.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            metric(
+                &coord.metrics().await,
+                "botburrow_coordinator_poll_duration_seconds_count",
+            )
+            .unwrap_or(0.0)
+                >= 4.0
+        })
+        .await
+    );
+    assert_eq!(hub.state().await["active_pollers"], 0);
+    // The Hub gains the endpoint: a re-probe finds it and the coordinator long-polls again.
+    hub.dev("/_dev/poll", json!({"enabled": true})).await;
+    wait_for_poller(&hub).await;
+    hub.mention("simple-bot").await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            llen(&v, "work:queue:high") == 1
+        })
+        .await
+    );
+}

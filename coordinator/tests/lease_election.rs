@@ -230,7 +230,13 @@ async fn stale_resource_version_conflicts_and_takeover_after_expiry() {
     // A write carrying a stale resourceVersion is refused with 409 Conflict.
     let api: Api<Lease> = Api::namespaced(fake.client(), NS);
     let stale = api.get(LEASE).await.expect("get");
+    let acquired = fake.lease(NS, LEASE).expect("lease")["spec"]["acquireTime"].clone();
+    clock.advance(Duration::from_secs(2));
     assert!(a.try_acquire_or_renew().await.expect("a renews"));
+    let renewed = fake.lease(NS, LEASE).expect("lease");
+    assert_eq!(renewed["spec"]["acquireTime"], acquired, "a renewal keeps acquireTime");
+    assert_ne!(renewed["spec"]["renewTime"], acquired, "a renewal moves renewTime");
+    assert_eq!(renewed["spec"]["leaseTransitions"], 0);
     let err = api
         .replace(LEASE, &PostParams::default(), &stale)
         .await

@@ -133,6 +133,15 @@ impl Drop for Coord {
 
 impl Coord {
     pub async fn start(settings: &CoordinatorSettings, v: &Valkey, election: Election) -> Self {
+        Self::start_with(settings, v, election, |_| {}).await
+    }
+
+    pub async fn start_with(
+        settings: &CoordinatorSettings,
+        v: &Valkey,
+        election: Election,
+        adjust: impl FnOnce(&mut Tuning),
+    ) -> Self {
         let elector: Box<dyn LeaderElector> = match election {
             Election::None => Box::new(NoElection::new("solo")),
             Election::Valkey(id) => Box::new(
@@ -161,6 +170,7 @@ impl Coord {
         tuning.reap_interval = Duration::from_millis(100);
         tuning.stats_interval = Duration::from_millis(100);
         tuning.http_ip = [127, 0, 0, 1].into();
+        adjust(&mut tuning);
         let deps = CoordinatorDeps {
             queue: Arc::new(
                 ValkeyQueue::connect(&v.url(), QueueConfig::default())
