@@ -16,6 +16,10 @@ use std::time::Duration;
 const WRITER: &str = "capabilities:\n  grants: [hub:read, hub:write]\n";
 
 fn spawn_runner(f: &Fleet, overrides: &[(&str, &str)]) -> Child {
+    spawn_runner_logging(f, overrides, Stdio::null())
+}
+
+fn spawn_runner_logging(f: &Fleet, overrides: &[(&str, &str)], stderr: Stdio) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_botburrow-runner"));
     cmd.env_clear();
     if let Ok(path) = std::env::var("PATH") {
@@ -28,7 +32,7 @@ fn spawn_runner(f: &Fleet, overrides: &[(&str, &str)]) -> Child {
     for (k, v) in overrides {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdout(Stdio::null()).stderr(stderr);
     cmd.spawn().expect("spawn botburrow-runner")
 }
 
@@ -110,7 +114,14 @@ async fn sigterm_lets_an_in_flight_activation_finish_within_the_grace() {
     );
     f.mock
         .push(MockReply::text("Finished before exiting.").delayed(Duration::from_millis(1_500)));
-    let mut child = spawn_runner(&f, &[("SHUTDOWN_GRACE", "30")]);
+    let log_dir = tempfile::tempdir().expect("tmp");
+    let log_path = log_dir.path().join("runner.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut child = spawn_runner_logging(
+        &f,
+        &[("SHUTDOWN_GRACE", "30"), ("LOG_FORMAT", "json")],
+        Stdio::from(log_file),
+    );
     f.ron_posts("@simple-bot quick one").await;
     f.queue
         .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
@@ -135,6 +146,54 @@ async fn sigterm_lets_an_in_flight_activation_finish_within_the_grace() {
     );
     let stats = f.queue.stats().await.expect("stats");
     assert_eq!((stats.active, stats.total_waiting()), (0, 0), "{stats:?}");
+
+    // JSON log lines; every line of the activation carries its activation_id.
+    let log = std::fs::read_to_string(&log_path).expect("read log");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "no JSON log lines: {log}");
+    let message = |v: &serde_json::Value| v["message"].as_str().unwrap_or_default().to_string();
+    for event in [
+        "work_claimed",
+        "activation_started",
+        "reply_posted",
+        "activation_completed",
+        "runner_draining",
+        "runner_stopped",
+    ] {
+        assert!(
+            lines.iter().any(|l| message(l) == event),
+            "no {event} in {log}"
+        );
+    }
+    let activation_id = lines
+        .iter()
+        .find(|l| message(l) == "work_claimed")
+        .and_then(|l| l["span"]["activation_id"].as_str())
+        .expect("work_claimed carries activation_id")
+        .to_string();
+    for l in &lines {
+        if [
+            "activation_started",
+            "reply_posted",
+            "activation_completed",
+            "iteration",
+        ]
+        .contains(&message(l).as_str())
+        {
+            assert_eq!(l["span"]["activation_id"], activation_id.as_str(), "{l}");
+        }
+    }
+    let completed = lines
+        .iter()
+        .find(|l| message(l) == "activation_completed")
+        .expect("completed");
+    assert!(
+        completed["activation_duration"].as_f64().is_some(),
+        "{completed}"
+    );
 }
 
 #[tokio::test]
