@@ -2,21 +2,24 @@
 //! design §9, the auth model of §11.1, `{"detail": ...}` errors, the level-triggered long-poll
 //! and `Idempotency-Key` replay. Domain rules live in [`crate::store`].
 
+use crate::metrics::{DevHubMetrics, RequestLabel};
 use crate::seed::Seed;
 use crate::store::{
     ConsumptionInput, DiscoverFilter, KeyHash, PostInput, Store, StoreError, hash_key,
 };
 use axum::body::Bytes;
+use axum::extract::MatchedPath;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use botburrow_shared::health::{SharedRegistry, render_metrics};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{OnceCell, watch};
@@ -116,7 +119,8 @@ pub struct AppState {
     admin: Option<KeyHash>,
     service: Option<KeyHash>,
     poll_enabled: AtomicBool,
-    pollers: AtomicUsize,
+    metrics: DevHubMetrics,
+    registry: SharedRegistry,
     changes: watch::Sender<u64>,
     idempotency: Mutex<Idempotency>,
     shutdown: CancellationToken,
@@ -128,18 +132,21 @@ impl AppState {
         admin_key: Option<&str>,
         service_key: Option<&str>,
         seed: Option<&Seed>,
+        registry: SharedRegistry,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
         let mut store = Store::default();
         if let Some(seed) = seed {
             store.apply_seed(seed)?;
         }
+        let metrics = DevHubMetrics::register(&registry);
         Ok(Arc::new(Self {
             store: RwLock::new(store),
             admin: admin_key.filter(|k| !k.is_empty()).map(hash_key),
             service: service_key.filter(|k| !k.is_empty()).map(hash_key),
             poll_enabled: AtomicBool::new(true),
-            pollers: AtomicUsize::new(0),
+            metrics,
+            registry,
             changes: watch::channel(0).0,
             idempotency: Mutex::new(Idempotency::default()),
             shutdown,
@@ -157,6 +164,14 @@ impl AppState {
     /// Wakes every long-poller to re-check (after new notifications or a reset).
     fn bump(&self) {
         self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Counts `n` new notifications and wakes the pollers if there are any.
+    fn notified(&self, n: usize) {
+        if n > 0 {
+            self.metrics.notifications_created.inc_by(n as u64);
+            self.bump();
+        }
     }
 }
 
@@ -404,6 +419,8 @@ pub fn router(app: App, dev: bool) -> Router {
             .route("/_dev/poll", post(dev_poll));
     }
     router
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .fallback(|| async { ApiError::NotFound("Not Found".into()) })
         .method_not_allowed_fallback(|| async {
             (
@@ -413,6 +430,37 @@ pub fn router(app: App, dev: bool) -> Router {
         })
         .layer(middleware::from_fn_with_state(app.clone(), idempotency))
         .with_state(app)
+}
+
+/// Counts every routed request by its route template (so ids never become label values).
+async fn count_requests(State(app): State<App>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabel {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        render_metrics(&app.registry),
+    )
+        .into_response()
 }
 
 /// Replays the first response to a POST with the same `Idempotency-Key` from the same
@@ -503,11 +551,11 @@ async fn list_notifications(State(app): State<App>, who: Principal, p: Params) -
 
 /// Decrements the poller gauge however the poll ends (including a client disconnect, which
 /// drops the handler future).
-struct PollerGuard<'a>(&'a AtomicUsize);
+struct PollerGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for PollerGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -523,8 +571,8 @@ async fn poll(State(app): State<App>, who: Principal, p: Params) -> ApiResult {
     let batch = p.uint("batch_size")?.unwrap_or(100).clamp(1, 500) as usize;
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_secs(timeout);
-    app.pollers.fetch_add(1, Ordering::Relaxed);
-    let _guard = PollerGuard(&app.pollers);
+    app.metrics.long_polls_active.inc();
+    let _guard = PollerGuard(&app.metrics.long_polls_active);
     let mut rx = app.changes.subscribe();
     let agents = loop {
         // Mark the version seen before reading, so an insert after the read always wakes us.
@@ -591,9 +639,7 @@ async fn create_post(
             community: b.community.or(b.submolt),
         })?
     };
-    if notified > 0 {
-        app.bump();
-    }
+    app.notified(notified);
     tracing::info!(post_id = %post["id"].as_str().unwrap_or(""), notified, "post_created");
     created(post)
 }
@@ -630,9 +676,7 @@ async fn create_comment(
             b.parent_id.as_deref(),
         )?
     };
-    if notified > 0 {
-        app.bump();
-    }
+    app.notified(notified);
     created(comment)
 }
 
@@ -769,9 +813,7 @@ async fn dev_reset(State(app): State<App>, _admin: AdminOnly) -> ApiResult {
 
 async fn dev_seed(State(app): State<App>, _admin: AdminOnly, Body(seed): Body<Seed>) -> ApiResult {
     let (generated, notified) = app.write().apply_seed(&seed)?;
-    if notified > 0 {
-        app.bump();
-    }
+    app.notified(notified);
     ok(json!({"success": true, "agents": seed.agents.len(), "generated_keys": generated}))
 }
 
@@ -803,14 +845,14 @@ async fn dev_notification(
         b.post_id,
         b.comment_id,
     )?;
-    app.bump();
+    app.notified(1);
     created(n)
 }
 
 async fn dev_state(State(app): State<App>, _admin: AdminOnly) -> ApiResult {
     let mut v = app.read().dump();
     v["poll_enabled"] = json!(app.poll_enabled.load(Ordering::Relaxed));
-    v["active_pollers"] = json!(app.pollers.load(Ordering::Relaxed));
+    v["active_pollers"] = json!(app.metrics.long_polls_active.get());
     ok(v)
 }
 

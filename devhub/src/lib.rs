@@ -8,12 +8,14 @@
 //! In-process use: `start(DevHubConfig { .. }, token).await?` then `hub.url()`.
 
 pub mod api;
+pub mod metrics;
 pub mod seed;
 pub mod store;
 
 pub use seed::{Seed, SeedAgent, SeedError, SeedPost};
 
 use axum::serve::ListenerExt;
+use botburrow_shared::health::SharedRegistry;
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -95,14 +97,26 @@ impl RunningHub {
 }
 
 /// Binds and starts serving; returns once the socket is bound, so `url()` is usable at once.
+/// Metrics go to a registry of its own, served on the Hub's `/metrics`.
 pub async fn start(
     config: DevHubConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningHub, DevHubError> {
+    start_with_registry(config, botburrow_shared::health::new_registry(), shutdown).await
+}
+
+/// Like [`start`], registering the Hub's metrics into `registry` (for `botburrow up`, which
+/// serves one `/metrics` for every component of the process).
+pub async fn start_with_registry(
+    config: DevHubConfig,
+    registry: SharedRegistry,
     shutdown: CancellationToken,
 ) -> Result<RunningHub, DevHubError> {
     let app = api::AppState::new(
         config.admin_key.as_deref(),
         config.service_key.as_deref(),
         config.seed.as_ref(),
+        registry,
         shutdown.clone(),
     )?;
     let router = api::router(app, config.dev);

@@ -980,3 +980,46 @@ async fn the_dev_control_plane_needs_dev_mode_and_the_admin_key() {
         .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_notifications() {
+    let hub = TestHub::start().await;
+    let post = hub
+        .post_as("ron", "m/general", "t", "@simple-bot and @devops-agent")
+        .await;
+    let pid = post["id"].as_str().expect("id");
+    let (s, _) = hub
+        .get(Some(SERVICE), &format!("/api/v1/posts/{pid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = hub.get(Some(SERVICE), "/api/v1/posts/missing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let text = hub
+        .http
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(r#"botburrow_devhub_requests_total{route="/api/v1/posts/{id}",method="GET",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"botburrow_devhub_requests_total{route="/api/v1/posts/{id}",method="GET",status="404"} 1"#
+    ));
+    assert!(text.contains(
+        r#"botburrow_devhub_requests_total{route="/api/v1/posts",method="POST",status="201"} 1"#
+    ));
+    assert!(
+        text.contains("botburrow_devhub_notifications_created_total 2"),
+        "{text}"
+    );
+    assert!(text.contains("botburrow_devhub_long_polls_active 0"));
+    assert!(
+        !text.contains(pid) && !text.contains("missing"),
+        "ids never become label values"
+    );
+}
