@@ -218,5 +218,22 @@ mod tests {
         let err =
             PriceTable::load(Some(Path::new("/nonexistent/prices.yaml"))).expect_err("must fail");
         assert!(matches!(err, PriceError::Io { .. }));
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("prices.yaml");
+        std::fs::write(&file, "claude-sonnet-4: {input_per_mtok: 1.5, output_per_mtok: 7.5}\nlocal: {input_per_mtok: 0, output_per_mtok: 0}\n")
+            .expect("write");
+        let loaded = PriceTable::load(Some(&file)).expect("loads");
+        assert_eq!(
+            loaded
+                .price("claude-sonnet-4-20250514")
+                .map(|p| p.output_per_mtok),
+            Some(7.5)
+        );
+        assert_eq!(
+            loaded.price("gpt-4o").map(|p| p.input_per_mtok),
+            Some(2.5),
+            "built-ins stay"
+        );
+        assert_eq!(loaded.price("local").map(|p| p.input_per_mtok), Some(0.0));
     }
 }

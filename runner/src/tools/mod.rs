@@ -14,6 +14,15 @@ pub(crate) fn sandbox_truncate(text: String) -> (String, bool) {
     sandbox::truncate(text, sandbox::OUTPUT_LIMIT)
 }
 
+/// Whether both LLM APIs accept a tool name: `^[a-zA-Z0-9_-]{1,64}$`.
+pub fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 /// What the model is told about a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolSpec {
@@ -73,9 +82,14 @@ impl ToolSet {
         Self::default()
     }
 
-    /// Adds a tool unless one with the same name is present; returns whether it was added.
+    /// Adds a tool unless one with the same name is present or its name is one the LLM APIs
+    /// refuse (which would fail every request of the activation); returns whether it was added.
     pub fn add(&mut self, tool: Arc<dyn Tool>) -> bool {
         let name = tool.spec().name;
+        if !valid_tool_name(&name) {
+            tracing::warn!(tool = %name, "tool name rejected: must match ^[a-zA-Z0-9_-]{{1,64}}$");
+            return false;
+        }
         if self.tools.iter().any(|t| t.spec().name == name) {
             tracing::debug!(tool = %name, "duplicate tool name merged");
             return false;
@@ -139,6 +153,11 @@ mod tests {
         assert!(set.add(Arc::new(Echo("a"))));
         assert!(!set.add(Arc::new(Echo("a"))));
         assert!(set.add(Arc::new(Echo("b"))));
+        assert!(
+            !set.add(Arc::new(Echo("has.dot"))),
+            "names the APIs refuse are not offered"
+        );
+        assert!(!set.add(Arc::new(Echo(""))));
         assert_eq!(set.len(), 2);
         assert_eq!(
             set.call("a", serde_json::json!({"x":1})).await,
