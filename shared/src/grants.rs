@@ -384,7 +384,8 @@ mod tests {
             "x:*:y",
             "postgres:*:read",
         ] {
-            let err = Grants::parse("agents/x/config.yaml", &["hub:read", bad]).unwrap_err();
+            let err =
+                Grants::parse("agents/x/config.yaml", &["hub:read", bad]).expect_err("invalid");
             let text = err.to_string();
             assert!(
                 text.starts_with("agents/x/config.yaml: capabilities.grants: invalid grant '"),

@@ -467,13 +467,13 @@ default:
         let p = Policy::parse(Path::new("p"), "").expect("empty");
         let declared = grants(&["github:*", "x:y"]);
         assert_eq!(p.effective("a", &declared).0, declared);
-        let err = Policy::parse(Path::new("perm.yaml"), "default: {allowed: 3}").unwrap_err();
+        let err = Policy::parse(Path::new("perm.yaml"), "default: {allowed: 3}").expect_err("bad");
         assert!(
             err.to_string().starts_with("perm.yaml: default.allowed:"),
             "{err}"
         );
-        let err =
-            Policy::parse(Path::new("perm.yaml"), "agents: {a: {denied: [\"[\"]}}").unwrap_err();
+        let err = Policy::parse(Path::new("perm.yaml"), "agents: {a: {denied: [\"[\"]}}")
+            .expect_err("bad");
         assert!(err.to_string().contains("invalid pattern '['"), "{err}");
     }
 }

@@ -173,10 +173,10 @@ impl HubMcpServer {
                 "hub_get_thread",
                 "hub_get_notifications",
             ] {
-                if let Some(action) = HubAction::of_tool(name) {
-                    if !grants.allows_hub(action) {
-                        tool_router.remove_route(name);
-                    }
+                if let Some(action) = HubAction::of_tool(name)
+                    && !grants.allows_hub(action)
+                {
+                    tool_router.remove_route(name);
                 }
             }
         }

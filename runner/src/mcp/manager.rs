@@ -550,10 +550,10 @@ fn content_text(result: &CallToolResult) -> String {
             _ => parts.push("[unsupported content]".to_string()),
         }
     }
-    if parts.is_empty() {
-        if let Some(s) = &result.structured_content {
-            return s.to_string();
-        }
+    if parts.is_empty()
+        && let Some(s) = &result.structured_content
+    {
+        return s.to_string();
     }
     parts.join("\n")
 }
