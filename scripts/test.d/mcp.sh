@@ -7,9 +7,22 @@ cd "$(dirname "$0")/../.."
 prefix="$(pwd)/target/npm"
 bin="$prefix/node_modules/.bin/mcp-server-filesystem"
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Node.js >= 18 (Debian bookworm ships 18); installed from the distribution when missing.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "scripts/test.d/mcp.sh: node and npm are required for the real MCP server test" >&2
-  echo "  (install Node.js >= 18, e.g. apt-get install nodejs npm)" >&2
+  echo "installing nodejs and npm from the distribution"
+  as_root apt-get update -qq || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || true
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "scripts/test.d/mcp.sh: node and npm are required for the real MCP server test and could not be installed" >&2
+  echo "  (install Node.js >= 18 and npm, e.g. apt-get install nodejs npm)" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 18 ]; then
+  echo "scripts/test.d/mcp.sh: Node.js >= 18 is required, found $(node --version)" >&2
   exit 1
 fi
 
