@@ -234,8 +234,14 @@ async fn stale_resource_version_conflicts_and_takeover_after_expiry() {
     clock.advance(Duration::from_secs(2));
     assert!(a.try_acquire_or_renew().await.expect("a renews"));
     let renewed = fake.lease(NS, LEASE).expect("lease");
-    assert_eq!(renewed["spec"]["acquireTime"], acquired, "a renewal keeps acquireTime");
-    assert_ne!(renewed["spec"]["renewTime"], acquired, "a renewal moves renewTime");
+    assert_eq!(
+        renewed["spec"]["acquireTime"], acquired,
+        "a renewal keeps acquireTime"
+    );
+    assert_ne!(
+        renewed["spec"]["renewTime"], acquired,
+        "a renewal moves renewTime"
+    );
     assert_eq!(renewed["spec"]["leaseTransitions"], 0);
     let err = api
         .replace(LEASE, &PostParams::default(), &stale)
@@ -407,4 +413,106 @@ fn timings_must_follow_client_go_ordering() {
         retry_period: Duration::from_secs(2),
     };
     assert!(bad.validate().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_running_drivers_never_overlap_and_a_crashed_leader_is_replaced() {
+    use botburrow_coordinator::election::{LeaderHandle, SystemClock};
+    use botburrow_testkit::eventually;
+    let fake = FakeApiserver::start().await;
+    let timing = ElectionTiming {
+        lease_duration: Duration::from_millis(900),
+        renew_deadline: Duration::from_millis(600),
+        retry_period: Duration::from_millis(100),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut handles: Vec<LeaderHandle> = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let e = LeaseElector::new(
+            fake.client(),
+            NS,
+            LEASE,
+            format!("c{i}"),
+            timing,
+            Arc::new(SystemClock),
+        );
+        let (l, h) = Leadership::new(Box::new(e), Gauge::default());
+        handles.push(h);
+        tasks.push(tokio::spawn(l.run(stop.clone())));
+    }
+    let leaders = |hs: &[LeaderHandle]| {
+        hs.iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_leader())
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let mut overlaps = 0;
+    let mut first = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let now = leaders(&handles);
+            if now.len() > 1 {
+                overlaps += 1;
+            }
+            first = now.first().copied();
+            async move { now.len() == 1 }
+        })
+        .await
+    );
+    let first = first.expect("a leader");
+    // Watch a while (renewals keep happening), then crash the leader without release.
+    let mut seen_other = false;
+    assert!(
+        !eventually(Duration::from_millis(800), || {
+            let now = leaders(&handles);
+            if now.len() > 1 {
+                overlaps += 1;
+            }
+            seen_other |= now.iter().any(|&i| i != first);
+            async move { false }
+        })
+        .await
+    );
+    assert!(!seen_other, "a live, renewing leader is never replaced");
+    tasks[first].abort();
+    let crashed = std::time::Instant::now();
+    let mut successor = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let now = leaders(&handles);
+            if now.len() > 1 {
+                overlaps += 1;
+            }
+            successor = now.iter().copied().find(|&i| i != first);
+            async move { successor.is_some() }
+        })
+        .await,
+        "someone takes over"
+    );
+    let took = crashed.elapsed();
+    assert!(
+        took < timing.lease_duration + Duration::from_millis(700),
+        "takeover took {took:?}"
+    );
+    assert_eq!(
+        overlaps, 0,
+        "two drivers claimed leadership at the same time"
+    );
+    let successor = successor.expect("successor");
+    assert_eq!(fake.holder(NS, LEASE), Some(format!("c{successor}")));
+    assert_eq!(
+        fake.lease(NS, LEASE).expect("lease")["spec"]["leaseTransitions"],
+        1
+    );
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    assert_eq!(
+        fake.holder(NS, LEASE),
+        None,
+        "the leader released the lease on shutdown"
+    );
 }
