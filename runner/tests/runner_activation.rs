@@ -881,3 +881,58 @@ async fn ready_names_unreadable_agent_definitions() {
     );
     f.stop_runner().await;
 }
+
+#[tokio::test]
+async fn the_activation_timeout_kills_a_hung_shell_command_of_a_native_agent() {
+    let mut f = Fleet::start().await;
+    let cfg = f.native_config(
+        "capabilities:\n  grants: [hub:write]\n  shell: {enabled: true, timeout_seconds: 600}\n",
+    );
+    f.write_agent("simple-bot", &cfg, "You run commands.");
+    let pid_dir = tempfile::tempdir().expect("tmp");
+    let pid_file = pid_dir.path().join("bg.pid");
+    // The command backgrounds a grandchild, records its pid outside the workspace, then hangs.
+    let command = format!("sleep 300 & echo $! > {}; sleep 300", pid_file.display());
+    f.mock.push(MockReply::tool_calls(vec![(
+        "Bash",
+        serde_json::json!({"command": command}),
+    )]));
+    f.start_runner(&[("ACTIVATION_TIMEOUT", "2")], |_| {}).await;
+    f.ron_posts("@simple-bot run the long job").await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    let mut pid: Option<i32> = None;
+    let started = eventually(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let ok = pid.is_some();
+        async move { ok }
+    })
+    .await;
+    assert!(started, "the shell command never ran");
+    let pid = pid.expect("pid");
+    assert!(process_alive(pid));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            f.metrics()
+                .contains("agent=\"simple-bot\",task_type=\"inbox\",outcome=\"timeout\"")
+        })
+        .await,
+        "{}",
+        f.metrics()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async { !process_alive(pid) }).await,
+        "background process {pid} survived"
+    );
+    assert_eq!(f.mock.request_count(), 1);
+    let state = f.state().await;
+    assert_eq!(
+        Fleet::notifications_of(&state, "simple-bot")[0]["read"],
+        false
+    );
+    f.stop_runner().await;
+}
