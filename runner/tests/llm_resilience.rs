@@ -189,7 +189,10 @@ async fn no_retry_and_no_failover_on_401() {
             status, message, ..
         } => {
             assert_eq!(*status, 401);
-            assert_eq!(message, "invalid x-api-key");
+            assert_eq!(
+                message,
+                "authentication failed (authentication_error); check the API key variable"
+            );
         }
         other => panic!("expected Api 401, got {other:?}"),
     }

@@ -331,6 +331,38 @@ async fn timeout_kills_the_whole_process_group() {
 }
 
 #[tokio::test]
+async fn an_abandoned_command_has_its_process_group_killed() {
+    let (ws, _o, _sb, set) = setup(shell(true));
+    // The activation gives up (deadline or cancellation) and drops the tool call mid-command.
+    let call = set.call(
+        "Bash",
+        json!({"command": "sleep 300 & echo $! > bg.pid; sleep 300"}),
+    );
+    let pid_file = ws.path().join("bg.pid");
+    let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            _ = call => panic!("the command cannot finish"),
+            _ = botburrow_testkit::eventually(Duration::from_secs(20), || {
+                let f = pid_file.clone();
+                async move { std::fs::read_to_string(f).map(|s| s.ends_with('\n')).unwrap_or(false) }
+            }) => {}
+        }
+    })
+    .await;
+    assert!(dropped.is_ok());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        botburrow_testkit::eventually(Duration::from_secs(5), || async move { process_gone(pid) })
+            .await,
+        "{pid} survived the drop"
+    );
+}
+
+#[tokio::test]
 async fn background_leftovers_are_killed_when_the_command_ends() {
     let (ws, _o, _sb, set) = setup(shell(true));
     let started = std::time::Instant::now();

@@ -292,8 +292,24 @@ pub(crate) fn status_error(
             retry_after: parse_retry_after(headers),
         };
     }
-    let message = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
+    let parsed = serde_json::from_str::<serde_json::Value>(body).ok();
+    if status == 401 || status == 403 {
+        // Some APIs quote part of the rejected key in the message; never pass it on.
+        let kind = parsed
+            .as_ref()
+            .and_then(|v| {
+                v.pointer("/error/type")
+                    .or_else(|| v.pointer("/error/code"))
+            })
+            .and_then(|t| t.as_str())
+            .unwrap_or("unauthorized");
+        return LlmError::Api {
+            provider: provider.to_string(),
+            status,
+            message: format!("authentication failed ({kind}); check the API key variable"),
+        };
+    }
+    let message = parsed
         .and_then(|v| {
             v.pointer("/error/message")
                 .and_then(|m| m.as_str())

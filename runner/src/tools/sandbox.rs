@@ -258,7 +258,10 @@ impl Sandbox {
         let Some(pid) = child.id() else {
             return ToolOutput::error("The command exited before it could be tracked");
         };
-        let group = GroupGuard(pid as i32);
+        let mut group = GroupGuard {
+            pgid: pid as i32,
+            armed: true,
+        };
         let out = child
             .stdout
             .take()
@@ -267,19 +270,19 @@ impl Sandbox {
             .stderr
             .take()
             .map(|s| tokio::spawn(read_capped(s, OUTPUT_LIMIT)));
-        let status = tokio::select! {
-            s = child.wait() => Some(s),
-            _ = tokio::time::sleep(timeout) => None,
+        // Wait for the leader to exit WITHOUT reaping it: while it is an unreaped zombie its
+        // pid (= the group id) cannot be reused, so killing the group afterwards can only hit
+        // our own leftovers, never an unrelated process group.
+        let exited = tokio::task::spawn_blocking(move || wait_exit_no_reap(pid as i32));
+        let timed_out = tokio::select! {
+            _ = exited => false,
+            _ = tokio::time::sleep(timeout) => true,
         };
         // Kill the whole group either way: on timeout, and to end background leftovers.
         group.kill();
-        let status = match status {
-            Some(s) => Some(s),
-            None => {
-                let _ = child.wait().await;
-                None
-            }
-        };
+        group.disarm();
+        let waited = child.wait().await;
+        let status = if timed_out { None } else { Some(waited) };
         let collect = |task: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
             match task {
                 // A process that left the group could hold the pipe open; do not wait forever.
@@ -330,20 +333,45 @@ impl Sandbox {
 }
 
 /// Kills a process group when dropped (the activation was cancelled mid-command) or on demand.
-struct GroupGuard(i32);
+struct GroupGuard {
+    pgid: i32,
+    armed: bool,
+}
 
 impl GroupGuard {
     fn kill(&self) {
         let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0),
+            nix::unistd::Pid::from_raw(self.pgid),
             nix::sys::signal::Signal::SIGKILL,
         );
+    }
+    /// Called once the leader is about to be reaped: its pid may be reused afterwards.
+    fn disarm(&mut self) {
+        self.armed = false;
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        self.kill();
+        // Reached with `armed` only when the call was abandoned before we reaped the leader,
+        // so the group id is still ours.
+        if self.armed {
+            self.kill();
+        }
+    }
+}
+
+/// Blocks until process `pid` has exited, leaving it unreaped (`WNOWAIT`).
+fn wait_exit_no_reap(pid: i32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    loop {
+        match waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
     }
 }
 
