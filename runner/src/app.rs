@@ -205,6 +205,7 @@ pub async fn run(
     log_executor_availability();
 
     let watcher = deps.definitions.spawn_watcher(internal.clone());
+    deps.definitions.preload().await;
     let pipeline = Pipeline::new(PipelineParts {
         cfg: PipelineConfig {
             max_iterations: settings.max_iterations,

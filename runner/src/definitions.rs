@@ -365,6 +365,30 @@ impl DefinitionStore {
         )?)
     }
 
+    /// Loads every agent of a local source once (startup), so broken definitions are logged and
+    /// counted before any work arrives. Returns (loaded, failed).
+    pub async fn preload(&self) -> (usize, usize) {
+        if !matches!(self.source(), Some(Source::Local)) {
+            return (0, 0);
+        }
+        let path = self.cfg.path.clone();
+        let ids = tokio::task::spawn_blocking(move || {
+            let root = std::fs::canonicalize(&path).unwrap_or(path);
+            AgentConfig::list(&root).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let (mut ok, mut failed) = (0, 0);
+        for id in ids {
+            match self.get(&AgentId::new(id)).await {
+                Ok(_) => ok += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        tracing::info!(agents = ok, invalid = failed, revision = ?self.revision(), "agent_definitions_loaded");
+        (ok, failed)
+    }
+
     /// `/ready`: the definitions can be read (the link resolves and has `agents/`, or raw mode is
     /// configured).
     pub async fn check_ready(&self) -> Result<(), String> {

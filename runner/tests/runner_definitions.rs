@@ -86,6 +86,7 @@ async fn git_sync_swap_reloads_within_a_second_and_a_broken_swap_keeps_the_last_
     let shutdown = CancellationToken::new();
     let watcher = store.spawn_watcher(shutdown.clone());
     let bot = AgentId::new("bot");
+    assert_eq!(store.preload().await, (1, 0));
 
     let cfg = store.get(&bot).await.expect("first load");
     assert_eq!(cfg.system_prompt, "You are version one.");
