@@ -373,3 +373,31 @@ async fn an_abandoned_half_open_probe_does_not_wedge_the_breaker() {
         .expect("second probe allowed and succeeds");
     assert_eq!(out.final_text, "echo: hello");
 }
+
+#[tokio::test]
+async fn usage_of_earlier_turns_survives_a_failed_loop() {
+    let primary = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::tool_calls(vec![("nope", serde_json::json!({}))]).with_usage(40, 2));
+    primary.push(MockReply::error(500));
+    let b = Brain {
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some("GOOD_KEY".into()),
+        ..Brain::default()
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt(&new_registry(), 1))).expect("chain");
+    let err = run(&chain).await.expect_err("the second turn fails");
+    assert!(matches!(err, LlmError::Api { status: 500, .. }), "{err}");
+    let (usage, cost) = chain.spent();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (40, 2));
+    assert!(
+        (cost - (40.0 * 2.5 + 2.0 * 10.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
+    // The unknown tool went back to the model as an error result with the matching id.
+    let second = &primary.requests()[1].body["messages"];
+    assert_eq!(second[3]["role"], "tool");
+    assert_eq!(second[3]["tool_call_id"], second[2]["tool_calls"][0]["id"]);
+    assert_eq!(second[3]["content"], "Error: Unknown tool: nope");
+}

@@ -6,7 +6,7 @@ use super::breaker::{CircuitBreaker, Clock, TokioClock};
 use super::limiter::RateLimiter;
 use super::metrics::{ErrorLabels, LlmMetrics, ProviderLabels};
 use super::prices::PriceTable;
-use super::{ChatRequest, LlmError, ModelResponse, anthropic, demo, openai};
+use super::{ChatRequest, LlmError, ModelResponse, Usage, anthropic, demo, openai};
 use botburrow_shared::agent::Brain;
 use botburrow_shared::health::SharedRegistry;
 use botburrow_shared::ids::AgentId;
@@ -260,6 +260,7 @@ pub(crate) struct ChainResponse {
 pub struct ProviderChain {
     links: Vec<Link>,
     runtime: Arc<LlmRuntime>,
+    spent: Mutex<(Usage, f64)>,
 }
 
 impl std::fmt::Debug for ProviderChain {
@@ -383,7 +384,18 @@ impl ProviderChain {
         Ok(Self {
             links,
             runtime: ctx.runtime.clone(),
+            spent: Mutex::new((Usage::default(), 0.0)),
         })
+    }
+
+    /// Tokens and USD of every successful call made through this chain so far. The loop's
+    /// outcome carries the same numbers; this also answers after the loop failed part-way, so
+    /// the activation can still report what earlier turns consumed.
+    pub fn spent(&self) -> (Usage, f64) {
+        match self.spent.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        }
     }
 
     /// Endpoint labels in order (for logs and tests).
@@ -487,6 +499,14 @@ impl ProviderChain {
                         response.usage.input_tokens,
                         response.usage.output_tokens,
                     );
+                    {
+                        let mut spent = match self.spent.lock() {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        spent.0.add(response.usage);
+                        spent.1 += cost_usd;
+                    }
                     rt.metrics.record_usage(
                         agent.as_str(),
                         &response.model,
