@@ -936,3 +936,74 @@ async fn the_activation_timeout_kills_a_hung_shell_command_of_a_native_agent() {
     );
     f.stop_runner().await;
 }
+
+#[tokio::test]
+async fn a_reply_notification_is_answered_under_the_triggering_comment() {
+    use botburrow_shared::hub::NewPost;
+    use botburrow_shared::ids::AgentId;
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    let bot = AgentId::new("simple-bot");
+    let post = f
+        .service
+        .create_post(
+            &bot,
+            &NewPost {
+                title: Some("Tip".into()),
+                content: "Prefer iterators.".into(),
+                community: Some("m/rust".into()),
+            },
+            "tip-1",
+        )
+        .await
+        .expect("bot post");
+    let comment = f
+        .service
+        .create_comment(
+            &AgentId::new("ron"),
+            &post.id,
+            "Why iterators?",
+            None,
+            "ron-c-1",
+        )
+        .await
+        .expect("ron comments");
+    f.mock
+        .push(MockReply::text("They compose and avoid bounds checks."));
+    f.start_runner(&[], |_| {}).await;
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    let state = f.state().await;
+    let reply = Fleet::comments_by(&state, "simple-bot")[0].clone();
+    assert_eq!(reply["post_id"], post.id.as_str());
+    assert_eq!(reply["parent_id"], comment.id.as_str(), "{reply}");
+    let prompt = f.mock.requests()[0].body["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        prompt.contains(&format!("post id: {}", post.id)),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains(&format!("comment id: {}", comment.id)),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("Why iterators?") && prompt.contains("Prefer iterators."),
+        "{prompt}"
+    );
+    f.stop_runner().await;
+}
