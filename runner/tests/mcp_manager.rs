@@ -519,3 +519,46 @@ async fn unknown_builtin_names_and_duplicates_are_config_errors() {
     .expect("duplicate");
     assert!(err.to_string().contains("listed twice"), "{err}");
 }
+
+#[tokio::test]
+async fn a_cancelled_start_kills_the_whole_process_group() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let pid_file = ws.path().join("pids");
+    let agent = AgentId::new("tester");
+    let g = grants(&["stuck:*"]);
+    let mut stuck = custom("stuck", None, &["--hang-at-start"]);
+    if let McpServerEntry::Custom(c) = &mut stuck {
+        c.env.insert(
+            "TEST_MCP_PID_FILE".into(),
+            pid_file.to_string_lossy().into_owned(),
+        );
+    }
+    let servers = vec![stuck];
+    let act = McpActivation {
+        agent_id: &agent,
+        workspace: ws.path(),
+        grants: &g,
+        servers: &servers,
+    };
+    // Race the start (which would wait for the 20 s startup timeout) against the pid file.
+    let pids = tokio::select! {
+        r = McpManager::start(&opts, act) => panic!("start must still be waiting, got {:?}", r.map(|m| m.servers())),
+        ok = eventually(Duration::from_secs(20), || async { pid_file.is_file() }) => {
+            assert!(ok, "the server never wrote its pid file");
+            std::fs::read_to_string(&pid_file).expect("pids")
+        }
+    };
+    // The start future is dropped here: the activation gave up.
+    let pids: Vec<u32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        assert!(
+            eventually(Duration::from_secs(10), || async { pid_gone(pid) }).await,
+            "{pid} survived a cancelled start"
+        );
+    }
+}

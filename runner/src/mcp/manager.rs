@@ -500,6 +500,21 @@ fn kill_group(pid: Option<u32>) {
     );
 }
 
+/// Kills a process group when dropped, unless disarmed (ownership passed to a [`ServerConn`]).
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
+}
+
 /// One MCP tool as the model sees it.
 pub struct McpTool {
     spec: ToolSpec,
@@ -669,6 +684,9 @@ async fn start_server(
         .spawn()
         .map_err(|e| format!("cannot run '{}': {e}", spec.program.display()))?;
     let pid = transport.id();
+    // If this future is dropped (activation cancelled or timed out mid-start), the whole group
+    // goes, not only the leader that rmcp's transport would kill.
+    let mut guard = GroupGuard(pid);
     let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
     let drain = stderr.map(|stderr| {
         let tail = tail.clone();
@@ -709,6 +727,7 @@ async fn start_server(
     };
     match outcome {
         Ok((client, tools)) => {
+            guard.disarm();
             let conn = ServerConn {
                 name: spec.name.clone(),
                 pid,

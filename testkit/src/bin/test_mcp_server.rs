@@ -6,7 +6,8 @@
 //! `pid {}` (its own pid). `--tool NAME` (repeatable) adds echo-like tools with other names, so a
 //! test can impersonate a built-in server's read and write tools.
 //! Startup faults for negative tests: `--exit-at-start` (message on stderr, exit 3) and
-//! `--hang-at-start` (never answers `initialize`).
+//! `--hang-at-start` (never answers `initialize`; with `TEST_MCP_PID_FILE` it also starts a
+//! grandchild and writes both pids there).
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
@@ -171,9 +172,19 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("test server: refusing to start (--exit-at-start)");
                 std::process::exit(3);
             }
-            "--hang-at-start" => loop {
-                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-            },
+            "--hang-at-start" => {
+                // With TEST_MCP_PID_FILE set, start a grandchild and record "<own pid> <grandchild
+                // pid>" so a test can check that a cancelled start kills the whole group.
+                if let Ok(file) = std::env::var("TEST_MCP_PID_FILE") {
+                    let grandchild = std::process::Command::new("sleep").arg("1000").spawn()?;
+                    let tmp = format!("{file}.tmp");
+                    std::fs::write(&tmp, format!("{} {}", std::process::id(), grandchild.id()))?;
+                    std::fs::rename(&tmp, &file)?;
+                }
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+            }
             other => eprintln!("test server: ignoring argument {other}"),
         }
     }
