@@ -661,6 +661,18 @@ async fn dead_letter_after_max_attempts_and_retry(b: Backend) {
     assert!((dead[0].failed_at.timestamp_millis() - h.clock.now_ms()).abs() < 2);
     assert_eq!(h.queue.stats().await.expect("stats").dead, 1);
 
+    // while the agent has other work waiting, the dead item stays dead
+    h.enqueue(WorkItem::inbox("a", "A", 2)).await;
+    assert!(!h.queue.retry_dead(&id).await.expect("retry while queued"));
+    assert_eq!(h.queue.stats().await.expect("stats").dead, 1);
+    let other = h.claim(RunnerMode::Hybrid).await.expect("the newer item");
+    assert!(
+        h.queue
+            .complete(&other.activation_id)
+            .await
+            .expect("complete")
+    );
+
     assert!(h.queue.retry_dead(&id).await.expect("retry"));
     assert!(!h.queue.retry_dead(&id).await.expect("retry twice"));
     let c = h.claim(RunnerMode::Hybrid).await.expect("retried item");
@@ -947,5 +959,56 @@ async fn valkey_keys_follow_the_design() {
         v.command(&["HLEN", "work:inflight"])
             .expect("hlen")
             .starts_with(":0")
+    );
+}
+
+/// Valkey only: the reaper repairs bookkeeping that hand edits (or the Python original, which kept
+/// runner ids in `work:active` forever) left behind, so no agent is refused work for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn valkey_reaper_repairs_hand_edited_bookkeeping() {
+    let v = Valkey::start();
+    let q = ValkeyQueue::connect(&v.url(), QueueConfig::default())
+        .await
+        .expect("connect");
+    q.enqueue(WorkItem::inbox("a", "A", 1))
+        .await
+        .expect("enqueue");
+    v.command(&["DEL", "work:queue:high"]).expect("del");
+    let again = q
+        .enqueue(WorkItem::inbox("a", "A", 1))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        again,
+        EnqueueOutcome::AlreadyQueued,
+        "stale work:queued member"
+    );
+    v.command(&["HSET", "work:active", "b", "runner-from-the-old-fleet"])
+        .expect("hset");
+    let b = q
+        .enqueue(WorkItem::inbox("b", "B", 1))
+        .await
+        .expect("enqueue");
+    assert_eq!(b, EnqueueOutcome::AgentActive, "stale work:active entry");
+
+    let report = q
+        .reap(chrono::Utc::now().timestamp_millis())
+        .await
+        .expect("reap");
+    assert_eq!((report.orphaned, report.requeued, report.dead), (2, 0, 0));
+    for agent in ["a", "b"] {
+        let outcome = q
+            .enqueue(WorkItem::inbox(agent, "", 1))
+            .await
+            .expect("enqueue");
+        assert_eq!(outcome, EnqueueOutcome::Enqueued, "{agent}");
+    }
+    let report = q
+        .reap(chrono::Utc::now().timestamp_millis())
+        .await
+        .expect("reap");
+    assert!(
+        report.is_empty(),
+        "consistent state is left alone: {report:?}"
     );
 }

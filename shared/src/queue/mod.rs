@@ -23,7 +23,9 @@
 //! - **Reaper**: leases past their deadline, or whose `activation:{id}` key vanished (TTL ran out,
 //!   or `botburrow activation stop`), are requeued to `low` with `attempt + 1`, or dead-lettered
 //!   once `attempt + 1 >= max_attempts`. Reaping does not count toward the circuit breaker (a dead
-//!   runner is not the agent's fault).
+//!   runner is not the agent's fault). It also removes dedup bookkeeping that no longer matches
+//!   anything (hand edits, the original fleet's eternal `work:active` entries), so no agent is
+//!   refused work forever.
 //! - **Circuit breaker** (per agent): every `fail` counts; a failure more than `failure_decay`
 //!   after the previous one restarts the count at 1; at `failures >= failure_threshold` the agent
 //!   backs off `min(backoff_base * 2^(failures - threshold), backoff_max)`. While it backs off the
@@ -31,6 +33,10 @@
 //!   and enqueues answer [`EnqueueOutcome::InBackoff`]. A `complete` resets the count.
 //! - **Blocking claim without polling**: see [`valkey`] for the wake-up tokens; the memory backend
 //!   uses a `tokio::sync::Notify`.
+//!
+//! Cancellation: `claim` may be dropped at any await (e.g. on shutdown). If that happens after the
+//! claim script ran, the lease exists but nobody knows its id; the reaper requeues it when the
+//! lease runs out, so the item is late but never lost.
 //!
 //! Time: deadlines, backoff and decay use a [`Clock`] (epoch milliseconds) so tests can move time;
 //! the TTL of `activation:{id}` (the force-stop and crash signal) is real time on both backends.
@@ -167,7 +173,8 @@ pub struct ReapReport {
     pub requeued: u32,
     /// Expired or stopped leases whose item ran out of attempts.
     pub dead: u32,
-    /// Stale bookkeeping removed (a `work:active` entry without a lease, a lease without an item).
+    /// Stale bookkeeping removed: a `work:active` entry without a lease, a lease without an item,
+    /// a `work:queued` member without a waiting item (left by hand edits or older fleets).
     pub orphaned: u32,
 }
 

@@ -293,6 +293,23 @@ for i = 1, #act, 2 do
     orphaned = orphaned + 1
   end
 end
+-- a work:queued member without a waiting item (lists emptied by hand) would refuse it forever
+local waiting = redis.call('LLEN', KEYS[10]) + redis.call('LLEN', KEYS[11]) + redis.call('LLEN', KEYS[12])
+if redis.call('SCARD', KEYS[5]) > waiting then
+  local present = {}
+  for k = 10, 12 do
+    for _, raw in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do
+      local ok, item = pcall(cjson.decode, raw)
+      if ok and type(item) == 'table' and type(item.agent_id) == 'string' then present[item.agent_id] = true end
+    end
+  end
+  for _, agent in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if not present[agent] then
+      redis.call('SREM', KEYS[5], agent)
+      orphaned = orphaned + 1
+    end
+  end
+end
 return {requeued, dead, orphaned}
 "#
 );

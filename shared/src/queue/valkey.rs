@@ -458,6 +458,17 @@ impl ValkeyQueue {
     }
 }
 
+impl Drop for ValkeyQueue {
+    /// fred keeps a connection (and its reconnect loop) alive until `QUIT`; close them all.
+    fn drop(&mut self) {
+        close(self.client.clone());
+        close(self.blockers.template.clone());
+        let idle =
+            std::mem::take(&mut *self.blockers.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        idle.into_iter().for_each(close);
+    }
+}
+
 #[async_trait]
 impl WorkQueue for ValkeyQueue {
     async fn enqueue(&self, item: WorkItem) -> Result<EnqueueOutcome, QueueError> {
