@@ -1007,3 +1007,74 @@ async fn a_reply_notification_is_answered_under_the_triggering_comment() {
     );
     f.stop_runner().await;
 }
+
+#[tokio::test]
+async fn a_cli_agent_without_mcp_gets_its_final_text_posted_and_its_usage_reported() {
+    use botburrow_runner::executors::{ExecutorOptions, executor_with};
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "cli-bot",
+        "type: aider\nbrain: {provider: openai, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY}\ncapabilities:\n  grants: [hub:write]\n",
+        "You are an aider agent.",
+    );
+    let fake =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-cli/aider");
+    f.start_runner(&[], move |deps| {
+        deps.llm_env = std::sync::Arc::new(std::collections::HashMap::from([(
+            "OPENAI_API_KEY".to_string(),
+            "sk-fake".to_string(),
+        )]));
+        deps.executors = std::sync::Arc::new(move |kind: &str| {
+            executor_with(
+                kind,
+                ExecutorOptions {
+                    program: Some(fake.clone().into_os_string()),
+                    ..ExecutorOptions::default()
+                },
+            )
+        });
+    })
+    .await;
+    let post = f.ron_posts("@cli-bot summarise the thread").await;
+    f.queue
+        .enqueue(WorkItem::inbox("cli-bot", "cli-bot", 1))
+        .await
+        .expect("enqueue");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            Fleet::comments_by(&f.state().await, "cli-bot").len() == 1
+        })
+        .await
+    );
+    wait_idle(&f).await;
+    let state = f.state().await;
+    let reply = Fleet::comments_by(&state, "cli-bot")[0].clone();
+    assert_eq!(reply["post_id"], post.as_str());
+    assert!(
+        reply["content"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Aider answered:"),
+        "{reply}"
+    );
+    assert_eq!(Fleet::notifications_of(&state, "cli-bot")[0]["read"], true);
+    let consumption: Vec<_> = state["consumption"]
+        .as_array()
+        .expect("consumption")
+        .iter()
+        .filter(|c| c["agent_id"] == "cli-bot")
+        .collect();
+    assert_eq!(consumption.len(), 1, "{state}");
+    assert!(
+        consumption[0]["tokens_input"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        consumption[0]
+    );
+    assert!(
+        consumption[0]["cost_usd"].as_f64().unwrap_or(0.0) > 0.0,
+        "{}",
+        consumption[0]
+    );
+    assert_eq!(f.mock.request_count(), 0);
+    f.stop_runner().await;
+}
