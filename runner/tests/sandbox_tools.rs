@@ -56,6 +56,17 @@ async fn file_tools_work_inside_the_workspace() {
         )
         .await;
     assert_eq!(out, ToolOutput::ok("alpha beta\nbeta gamma\n"));
+    let as_named = ws.path().join("src/a.txt");
+    let out = set
+        .call(
+            "Read",
+            json!({"file_path": as_named.to_str().expect("utf8")}),
+        )
+        .await;
+    assert!(
+        !out.is_error,
+        "the workspace path as the runner named it works too: {out:?}"
+    );
     let out = set
         .call(
             "Edit",

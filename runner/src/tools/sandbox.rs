@@ -71,6 +71,8 @@ pub enum SandboxError {
 #[derive(Debug)]
 pub struct Sandbox {
     root: PathBuf,
+    /// The workspace path as the runner named it (may differ from `root` through symlinks).
+    given_root: PathBuf,
     shell: Shell,
     blocked: Vec<Regex>,
 }
@@ -107,6 +109,7 @@ impl Sandbox {
         }
         Ok(Arc::new(Self {
             root,
+            given_root: workspace.to_path_buf(),
             shell: shell.clone(),
             blocked,
         }))
@@ -136,7 +139,10 @@ impl Sandbox {
         }
         let given = Path::new(input);
         let relative: PathBuf = if given.is_absolute() {
-            match given.strip_prefix(&self.root) {
+            match given
+                .strip_prefix(&self.root)
+                .or_else(|_| given.strip_prefix(&self.given_root))
+            {
                 Ok(rest) => rest.to_path_buf(),
                 Err(_) => return Err(SandboxError::Escape(input.to_string())),
             }
