@@ -562,3 +562,43 @@ async fn a_cancelled_start_kills_the_whole_process_group() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_killed_between_calls_gives_error_results() {
+    let (opts, _registry) = options();
+    let ws = tempfile::tempdir().expect("workspace");
+    let agent = AgentId::new("tester");
+    let g = grants(&["victim:*"]);
+    let servers = vec![custom("victim", None, &[])];
+    let mgr = McpManager::start(
+        &opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws.path(),
+            grants: &g,
+            servers: &servers,
+        },
+    )
+    .await
+    .expect("starts");
+    assert_eq!(
+        mgr.call("mcp_victim_echo", json!({"text": "alive"}))
+            .await
+            .text,
+        "alive"
+    );
+    let pid = mgr.pid("victim").expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 0..2 {
+        let out = mgr
+            .call("mcp_victim_echo", json!({"text": "anyone?"}))
+            .await;
+        assert!(out.is_error, "{out:?}");
+        assert!(out.text.starts_with("MCP server 'victim' "), "{}", out.text);
+    }
+    mgr.shutdown().await;
+}
