@@ -1078,3 +1078,67 @@ async fn a_cli_agent_without_mcp_gets_its_final_text_posted_and_its_usage_report
     assert_eq!(f.mock.request_count(), 0);
     f.stop_runner().await;
 }
+
+#[tokio::test]
+async fn the_runner_survives_a_valkey_restart_and_ready_reports_it_meanwhile() {
+    let mut f = Fleet::start().await;
+    f.write_agent(
+        "simple-bot",
+        &f.native_config(WRITER),
+        "You are Simple Bot.",
+    );
+    f.start_runner(&[], |_| {}).await;
+    let ready_url = format!("http://127.0.0.1:{}/ready", f.metrics_port);
+    assert_eq!(
+        f.http.get(&ready_url).send().await.expect("ready").status(),
+        200
+    );
+    f.valkey.kill();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (http, url, seen) = (f.http.clone(), ready_url.clone(), seen.clone());
+            async move {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 503 => {
+                        *seen.lock().expect("lock") = r.json().await.unwrap_or_default();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        })
+        .await
+    );
+    let body = seen.lock().expect("lock").clone();
+    assert_eq!(body["failed"], "valkey", "{body}");
+    f.valkey.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let (http, url) = (f.http.clone(), ready_url.clone());
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
+        })
+        .await,
+        "not ready again after the restart"
+    );
+    // Work flows again.
+    f.ron_posts("@simple-bot are you back?").await;
+    f.mock.push(MockReply::text("Back online."));
+    f.queue
+        .enqueue(WorkItem::inbox("simple-bot", "simple-bot", 1))
+        .await
+        .expect("enqueue after restart");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            Fleet::comments_by(&f.state().await, "simple-bot").len() == 1
+        })
+        .await
+    );
+    f.stop_runner().await;
+}
