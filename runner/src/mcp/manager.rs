@@ -8,7 +8,8 @@
 //!   service). Refusals are logged (`mcp_server_skipped`) and counted, never errors.
 //! - Each server gets a minimal environment: `PATH`, `HOME` (= the workspace), `LANG`, its own
 //!   `env` entries, and only the credentials its grants unlock. The runner's other secrets
-//!   (LLM keys, the Valkey URL, other tools' tokens) never reach it.
+//!   (LLM keys, the Valkey URL, other tools' tokens) never reach it. A custom entry gets the
+//!   credentials of its grant's service (`grant: github:read` -> the GitHub token).
 //! - Startup is bounded; a server that fails to start fails the activation with
 //!   `MCP server 'github' failed to start: <reason>` unless its entry is `optional`.
 //! - Tools a grant does not cover are not offered to the model, and a forged call by name is
