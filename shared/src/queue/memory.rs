@@ -348,7 +348,8 @@ impl WorkQueue for MemoryQueue {
             Self::bury(&mut st, item_value(&updated), error, now);
             FailOutcome::Dead
         } else if let Some(until) = backoff_until {
-            tracing::warn!(activation_id = %activation, agent_id = %item.agent_id, failures = n, "backoff");
+            tracing::warn!(activation_id = %activation, agent_id = %item.agent_id, failures = n,
+                backoff_until = %ms_to_datetime(until), "backoff");
             FailOutcome::Backoff {
                 until: ms_to_datetime(until),
                 failures: n,

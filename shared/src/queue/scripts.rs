@@ -188,7 +188,8 @@ return 1
 /// backoff_base_ms, backoff_max_ms, failure_decay_ms, malformed (`1`: the runner could not parse
 /// the item; bury it without counting a failure).
 /// Returns `{'not_owner'}`, `{'dead', failures}`, `{'backoff', failures, until_ms}` or
-/// `{'requeued', failures, attempt}`.
+/// `{'requeued', failures, attempt}` (`{'backoff', failures, until_ms, agent}` names the agent for
+/// the log).
 pub const FAIL: &str = concat!(
     prelude!(),
     r#"
@@ -222,7 +223,7 @@ if ARGV[3] ~= '1' or next_attempt >= tonumber(ARGV[5]) then
   bury(item, err, now)
   return {'dead', n}
 end
-if until_ms then return {'backoff', n, until_ms} end
+if until_ms then return {'backoff', n, until_ms, agent} end
 return {'requeued', n, requeue(item, err, now)}
 "#
 );

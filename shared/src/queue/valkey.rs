@@ -443,6 +443,9 @@ impl ValkeyQueue {
             "backoff" => {
                 let until = ms_to_datetime(as_i64(reply.get(2))?);
                 let failures = failures()?;
+                let agent = as_string(reply.get(3)).unwrap_or_default();
+                tracing::warn!(activation_id = %activation, agent_id = %agent, failures,
+                    backoff_until = %until, "backoff");
                 FailOutcome::Backoff { until, failures }
             }
             "requeued" => {
@@ -570,11 +573,7 @@ impl WorkQueue for ValkeyQueue {
         error: &str,
         retryable: bool,
     ) -> Result<FailOutcome, QueueError> {
-        let outcome = self.fail_with(activation, error, retryable, false).await?;
-        if let FailOutcome::Backoff { until, failures } = &outcome {
-            tracing::warn!(activation_id = %activation, failures, until = %until, "backoff");
-        }
-        Ok(outcome)
+        self.fail_with(activation, error, retryable, false).await
     }
 
     async fn release(&self, activation: &ActivationId) -> Result<bool, QueueError> {
