@@ -13,6 +13,12 @@
 //! provider keys, no Hub key); the whole group is killed on timeout, after the command ends
 //! (background leftovers) and if the activation drops the call. Output of every tool is
 //! truncated at [`OUTPUT_LIMIT`] bytes with a note saying so.
+//!
+//! Limits: path confinement applies to the file tools. `Bash` is confined by policy (working
+//! directory, allow/block lists, scrubbed environment, time), not by a filesystem jail: a
+//! permitted command can still read world-readable files elsewhere. The pod's security context
+//! (non-root, read-only root filesystem, no secrets mounted where commands can read them) is
+//! the outer boundary; keep `allowed_commands` short for agents that do not need more.
 
 use super::{Tool, ToolOutput, ToolSet, ToolSpec};
 use async_trait::async_trait;
