@@ -746,8 +746,12 @@ impl Pipeline {
         if let Some(v) = self.cfg.env.var(&key_var) {
             credentials.insert(key_var, Secret::new(v));
         }
+        // The CLI sees the effective grants (after the permission policy), never the declared
+        // ones: the Hub MCP server it starts derives its allowed tools from them.
+        let mut agent = (*run.agent).clone();
+        agent.capabilities.grants = run.grants.to_strings();
         let req = ExecRequest {
-            agent: (*run.agent).clone(),
+            agent,
             system_prompt: prompt::system_prompt(&run.agent),
             prompt: prompt_text,
             workspace: workspace.to_path_buf(),
