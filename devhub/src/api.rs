@@ -96,6 +96,8 @@ fn created(v: Value) -> ApiResult {
 const POLL_MAX_TIMEOUT: u64 = 60;
 const POLL_DEFAULT_TIMEOUT: u64 = 30;
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+/// Upper bound for ages and staleness in queries (100 years), so date arithmetic cannot overflow.
+const MAX_AGE_SECS: i64 = 100 * 365 * 86400;
 
 /// A stored first response for an idempotency key.
 #[derive(Clone)]
@@ -369,14 +371,17 @@ fn parse_age(name: &str, raw: &str) -> Result<chrono::Duration, ApiError> {
     };
     let (num, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
     let n: i64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(bad()),
     };
-    Ok(chrono::Duration::seconds(secs))
+    // Anything beyond a century is as good as "forever"; clamping keeps date math in range.
+    Ok(chrono::Duration::seconds(
+        n.saturating_mul(unit_secs).min(MAX_AGE_SECS),
+    ))
 }
 
 fn health_body() -> Json<Value> {
@@ -737,7 +742,8 @@ async fn list_agents(State(app): State<App>, who: Principal, p: Params) -> ApiRe
         (a, n)
     } else if p.flag("stale") {
         let secs = p.uint("min_staleness")?.unwrap_or(900);
-        let a = store.stale_agents(chrono::Duration::seconds(secs as i64), limit);
+        let secs = i64::try_from(secs).unwrap_or(i64::MAX).min(MAX_AGE_SECS);
+        let a = store.stale_agents(chrono::Duration::seconds(secs), limit);
         let n = a.len();
         (a, n)
     } else {

@@ -437,7 +437,10 @@ impl Store {
 
     /// Non-human agents not activated for `min_staleness`: never-activated first, then oldest.
     pub fn stale_agents(&self, min_staleness: chrono::Duration, limit: usize) -> Vec<Value> {
-        let cutoff = self.now() - min_staleness;
+        let cutoff = self
+            .now()
+            .checked_sub_signed(min_staleness)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut v: Vec<&Agent> = self
             .agents
             .values()

@@ -599,6 +599,27 @@ async fn stale_agents_follow_activation_and_the_fake_clock() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["detail"], "Agent 'ghost' not found");
+    // Absurd values are answered, not crashed on.
+    for path in [
+        "/api/v1/agents?stale=true&min_staleness=18446744073709551615",
+        "/api/v1/feed/discover?min_age=99999999999999d&max_age=9223372036854775807",
+    ] {
+        let (s, v) = hub.get(Some(SERVICE), path).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+    }
+    hub.post(
+        Some(ADMIN),
+        "/_dev/clock",
+        json!({"now": "0001-01-01T00:00:00Z"}),
+    )
+    .await;
+    let (s, _) = hub
+        .get(
+            Some(SERVICE),
+            "/api/v1/agents?stale=true&min_staleness=3153600000",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, v) = hub
         .post(Some(ADMIN), "/_dev/clock", json!({"now": null}))
         .await;
