@@ -142,6 +142,7 @@ contract_tests!(
     blocking_claim_wakes_promptly_on_enqueue,
     empty_claim_returns_none_after_its_wait,
     stats_peek_and_active_describe_the_queue,
+    items_of_the_original_fleet_get_a_stable_id,
 );
 
 async fn strict_priority_order(b: Backend) {
@@ -1011,4 +1012,28 @@ async fn valkey_reaper_repairs_hand_edited_bookkeeping() {
         report.is_empty(),
         "consistent state is left alone: {report:?}"
     );
+}
+
+async fn items_of_the_original_fleet_get_a_stable_id(b: Backend) {
+    let h = b.start(QueueConfig::default()).await;
+    // the Python coordinator's shape: no id, no attempt, unknown fields
+    h.push_raw(
+        Priority::High,
+        r#"{"agent_id":"old","agent_name":"Old","task_type":"inbox","priority":"high","inbox_count":2,"created_at":1738400000.5,"extra":1}"#,
+    );
+    let first = h.claim(RunnerMode::Hybrid).await.expect("item");
+    assert_eq!((first.item.inbox_count, first.item.attempt), (2, 0));
+    let failed = h
+        .queue
+        .fail(&first.activation_id, "hub 502", true)
+        .await
+        .expect("fail");
+    assert_eq!(failed, FailOutcome::Requeued { attempt: 1 });
+    let second = h.claim(RunnerMode::Hybrid).await.expect("requeued item");
+    assert_eq!(
+        second.item.id, first.item.id,
+        "the id given at the first claim is kept"
+    );
+    assert_eq!(second.item.attempt, 1);
+    assert!((second.item.created_at - 1_738_400_000.5).abs() < 0.001);
 }

@@ -198,6 +198,18 @@ impl MemoryQueue {
                     continue;
                 }
                 st.lists[li].remove(pos);
+                // items of the original fleet have no id: store the one they got, stable across retries
+                let has_id = serde_json::from_str::<Value>(&raw)
+                    .ok()
+                    .and_then(|v| v.get("id")?.as_str().map(|s| !s.is_empty()))
+                    .unwrap_or(false);
+                let raw = if has_id {
+                    raw
+                } else {
+                    edit(&raw, |m| {
+                        m.insert("id".into(), item.id.as_str().into());
+                    })
+                };
                 let id = ActivationId::generate();
                 let lease_ms = duration_ms(lease).max(1);
                 st.queued.remove(&item.agent_id);

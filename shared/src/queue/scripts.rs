@@ -132,6 +132,11 @@ for name in string.gmatch(ARGV[5], '[^,]+') do
       buried = buried + 1
     elseif allow[item.task_type] and redis.call('HEXISTS', KEYS[4], item.agent_id) == 0 then
       if offset == -1 then redis.call('RPOP', key) else redis.call('LREM', key, -1, raw) end
+      -- items of the original fleet have no id: give them one, stable across retries
+      if type(item.id) ~= 'string' or item.id == '' then
+        item.id = id
+        raw = cjson.encode(item)
+      end
       local deadline = now + lease
       redis.call('SREM', KEYS[5], item.agent_id)
       redis.call('HSET', KEYS[4], item.agent_id, id)
