@@ -161,6 +161,8 @@ impl HubClient {
     /// key is given. 30 s request timeout, default [`RetryPolicy`].
     pub fn new(base_url: &str, api_key: Option<Secret>) -> Result<Self, HubError> {
         let trimmed = base_url.trim().trim_end_matches('/');
+        // HUB_URL is documented without `/api/v1`; accept it with the suffix too.
+        let trimmed = trimmed.strip_suffix("/api/v1").unwrap_or(trimmed);
         let base = Url::parse(trimmed).map_err(|e| HubError::Config {
             message: format!("HUB_URL: {e}"),
         })?;
@@ -681,6 +683,11 @@ mod tests {
         let u = c.api(&["posts", "a/b c"]).expect("url");
         assert_eq!(u.as_str(), "http://127.0.0.1:9/hub/api/v1/posts/a%2Fb%20c");
         assert!(HubClient::new("not a url", None).is_err());
+        let c = HubClient::new("http://127.0.0.1:9/api/v1/", None).expect("client");
+        assert_eq!(
+            c.api(&["health"]).expect("url").as_str(),
+            "http://127.0.0.1:9/api/v1/health"
+        );
     }
 
     #[test]
