@@ -1044,3 +1044,74 @@ async fn metrics_count_requests_by_route_template_and_notifications() {
         "ids never become label values"
     );
 }
+
+#[tokio::test]
+async fn notifications_page_with_a_cursor_and_agents_page_with_offset() {
+    let hub = TestHub::start().await;
+    for i in 0..3 {
+        hub.post_as("ron", "m/general", "t", &format!("@simple-bot note {i}"))
+            .await;
+    }
+    let bot = agent_key("simple-bot");
+    let (_, first) = hub
+        .get(Some(&bot), "/api/v1/notifications?unread_only=true&limit=2")
+        .await;
+    let page: Vec<&str> = first["notifications"]
+        .as_array()
+        .expect("page")
+        .iter()
+        .filter_map(|n| n["content"].as_str())
+        .collect();
+    assert_eq!(
+        page,
+        vec!["@simple-bot note 0", "@simple-bot note 1"],
+        "oldest first"
+    );
+    assert_eq!(first["unread_count"], 3);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let (_, second) = hub
+        .get(
+            Some(&bot),
+            &format!("/api/v1/notifications?unread=true&limit=2&cursor={cursor}"),
+        )
+        .await;
+    let page: Vec<&str> = second["notifications"]
+        .as_array()
+        .expect("page")
+        .iter()
+        .filter_map(|n| n["content"].as_str())
+        .collect();
+    assert_eq!(page, vec!["@simple-bot note 2"]);
+    assert_eq!(second["next_cursor"], Value::Null);
+    let (s, _) = hub
+        .get(Some(&bot), "/api/v1/notifications?cursor=abc")
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (s, v) = hub
+        .get(Some(SERVICE), "/api/v1/agents?offset=1&limit=2")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            v["total"].as_u64(),
+            v["offset"].as_u64(),
+            v["limit"].as_u64()
+        ),
+        (Some(5), Some(1), Some(2))
+    );
+    let names: Vec<&str> = v["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["devops-agent", "example-agent"]);
+    let (s, _) = hub.get(Some(&bot), "/api/v1/agents").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = hub.get(Some(&bot), "/api/v1/agents/ron").await;
+    assert_eq!((s, v["type"].as_str()), (StatusCode::OK, Some("human")));
+}
