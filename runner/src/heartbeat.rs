@@ -82,7 +82,14 @@ impl Heartbeat {
         Ok(())
     }
 
-    /// Beats until `shutdown`; errors are logged, never fatal.
+    /// Removes the heartbeat key, so a cleanly stopped runner disappears at once.
+    pub async fn clear(&self) {
+        if let Err(e) = self.kv.del(&valkey::heartbeat(&self.runner)).await {
+            tracing::warn!(runner_id = %self.runner, error = %e, "heartbeat_clear_failed");
+        }
+    }
+
+    /// Beats until `shutdown`, then removes the key; errors are logged, never fatal.
     pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(self.interval);
@@ -90,7 +97,10 @@ impl Heartbeat {
             let mut failing = false;
             loop {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        self.clear().await;
+                        return;
+                    }
                     _ = tick.tick() => {}
                 }
                 match self.beat().await {

@@ -39,6 +39,8 @@ pub trait KvStore: Send + Sync {
     -> Result<(), KvError>;
     /// `HGETALL key`.
     async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>, KvError>;
+    /// `DEL key`; returns whether it existed.
+    async fn del(&self, key: &str) -> Result<bool, KvError>;
     /// `PING`, for `/ready`.
     async fn ping(&self) -> Result<(), KvError>;
 }
@@ -145,6 +147,14 @@ impl KvStore for ValkeyKv {
             .map_err(err("hgetall"))
     }
 
+    async fn del(&self, key: &str) -> Result<bool, KvError> {
+        self.client
+            .del::<i64, _>(key)
+            .await
+            .map(|n| n > 0)
+            .map_err(err("del"))
+    }
+
     async fn ping(&self) -> Result<(), KvError> {
         self.client
             .ping::<String>(None)
@@ -170,11 +180,6 @@ impl MemoryKv {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Deletes a key (what the coordinator's invalidation webhook does to the Valkey twin).
-    pub fn del(&self, key: &str) -> bool {
-        self.lock().remove(key).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Value, Instant)>> {
@@ -255,6 +260,10 @@ impl KvStore for MemoryKv {
             Some(Value::Hash(h)) => h,
             _ => HashMap::new(),
         })
+    }
+
+    async fn del(&self, key: &str) -> Result<bool, KvError> {
+        Ok(self.lock().remove(key).is_some())
     }
 
     async fn ping(&self) -> Result<(), KvError> {

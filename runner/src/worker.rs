@@ -295,7 +295,19 @@ impl Worker {
             deadline_seconds = self.cfg.activation_timeout.as_secs_f64(),
             "activation_started"
         );
-        let run = self.activator.activate(&claim, deadline, cancel.clone());
+        // A panicking activation fails its item (retryably) instead of leaking the lease.
+        let guarded = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            self.activator.activate(&claim, deadline, cancel.clone()),
+        ));
+        let run = async move {
+            match guarded.await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Failed {
+                    error: "activation panicked".into(),
+                    retryable: true,
+                },
+            }
+        };
         tokio::pin!(run);
         let mut outcome = tokio::select! {
             out = &mut run => out,

@@ -143,6 +143,12 @@ async fn a_mention_gets_a_reply_in_the_thread_and_everything_is_reported() {
         "{scraped}"
     );
     f.stop_runner().await;
+    // A cleanly stopped runner removes its heartbeat at once.
+    let hb = f
+        .valkey
+        .command(&["GET", "runner:heartbeat:runner-test-1"])
+        .expect("get heartbeat");
+    assert!(hb.starts_with("$-1") || hb.starts_with("_"), "{hb}");
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ enum Behaviour {
     Hang,
     /// Fails retryably.
     Fail,
+    /// Panics (a bug in the pipeline).
+    Panic,
     /// Works for the given time (longer than several leases), ignoring nothing.
     WorkFor(Duration),
 }
@@ -101,6 +103,7 @@ impl Activator for Scripted {
                 error: "model said no".into(),
                 retryable: true,
             },
+            Behaviour::Panic => panic!("activator bug"),
             Behaviour::WaitForRelease => tokio::select! {
                 _ = self.release.notified() => Outcome::Completed { handled: 1, skipped: 0 },
                 _ = cancel.cancelled() => interrupted(self),
@@ -459,4 +462,28 @@ async fn shutdown_finishes_in_flight_work_within_the_grace_and_releases_the_rest
         text.contains("agent=\"stuck\",task_type=\"inbox\",outcome=\"released\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_panicking_activation_fails_its_item_instead_of_leaking_the_lease() {
+    let h = harness(QueueConfig::default()).await;
+    let act = Scripted::new(&[("buggy", Behaviour::Panic)]);
+    h.queue
+        .enqueue(WorkItem::inbox("buggy", "buggy", 1))
+        .await
+        .expect("enqueue");
+    let (stop, task) = spawn(&h, worker_cfg(RunnerMode::Hybrid, 1), act.clone());
+    // Failed retryably, so it comes back with attempt 1 and the reason.
+    assert!(eventually(Duration::from_secs(5), || async { act.items().len() >= 2 }).await);
+    let retry = act.items()[1].clone();
+    assert_eq!(retry.attempt, 1);
+    assert_eq!(retry.last_error.as_deref(), Some("activation panicked"));
+    stop.cancel();
+    task.await.expect("worker ends");
+    let text = render_metrics(&h.registry);
+    assert!(
+        text.contains("agent=\"buggy\",task_type=\"inbox\",outcome=\"failure\""),
+        "{text}"
+    );
+    assert!(text.contains("botburrow_activations_in_flight 0"), "{text}");
 }
