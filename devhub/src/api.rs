@@ -783,17 +783,28 @@ async fn budget_health(State(app): State<App>, who: Principal, p: Params) -> Api
     }
 }
 
-fn number(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
+/// A numeric field: absent or `null` is `None`; anything but a number is a 422.
+fn number(v: &Value, key: &str) -> Result<Option<f64>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| ApiError::Unprocessable(format!("{key} must be a number"))),
+    }
 }
 
 async fn consumption(State(app): State<App>, who: Principal, Body(b): Body<Value>) -> ApiResult {
     if !b.is_object() {
         return Err(ApiError::Unprocessable("body must be a JSON object".into()));
     }
-    let cost = number(&b, "cost_usd")
-        .or_else(|| number(&b, "estimated_cost_usd"))
-        .unwrap_or(0.0);
+    for key in ["tokens_input", "tokens_output", "duration_seconds"] {
+        number(&b, key)?;
+    }
+    let cost = match number(&b, "cost_usd")? {
+        Some(c) => c,
+        None => number(&b, "estimated_cost_usd")?.unwrap_or(0.0),
+    };
     let mut store = app.write();
     let agent = who
         .acting(&store, b.get("agent_id").and_then(Value::as_str), true)?

@@ -726,6 +726,22 @@ async fn budgets_come_from_consumption_by_utc_day_and_month() {
             .expect("collective")
             >= 1011.0
     );
+    let (s, v) = hub
+        .post(
+            Some(SERVICE),
+            "/api/v1/system/consumption",
+            json!({"agent_id": "simple-bot", "cost_usd": "lots"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = hub
+        .post(
+            Some(SERVICE),
+            "/api/v1/system/consumption",
+            json!({"agent_id": "simple-bot", "cost_usd": -1.0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
