@@ -75,15 +75,20 @@ impl Harness {
 
     /// Whether some claim is blocked waiting for work.
     fn claimer_waiting(&self) -> bool {
+        self.claimers_waiting() > 0
+    }
+
+    /// How many claims are blocked waiting for work.
+    fn claimers_waiting(&self) -> usize {
         if let Some(m) = &self.memory {
-            return m.waiters() > 0;
+            return m.waiters();
         }
         match &self.valkey {
             Some(v) => v
                 .command(&["CLIENT", "LIST"])
-                .map(|l| l.contains("cmd=blpop"))
-                .unwrap_or(false),
-            None => false,
+                .map(|l| l.matches("cmd=blpop").count())
+                .unwrap_or(0),
+            None => 0,
         }
     }
 
@@ -143,6 +148,7 @@ contract_tests!(
     empty_claim_returns_none_after_its_wait,
     stats_peek_and_active_describe_the_queue,
     items_of_the_original_fleet_get_a_stable_id,
+    a_wake_up_a_hybrid_claimer_cannot_use_reaches_another_claimer,
 );
 
 async fn strict_priority_order(b: Backend) {
@@ -1036,4 +1042,61 @@ async fn items_of_the_original_fleet_get_a_stable_id(b: Backend) {
     );
     assert_eq!(second.item.attempt, 1);
     assert!((second.item.created_at - 1_738_400_000.5).abs() < 0.001);
+}
+
+async fn a_wake_up_a_hybrid_claimer_cannot_use_reaches_another_claimer(b: Backend) {
+    let h = b.start(QueueConfig::default()).await;
+    let spawn_claimer = |mode: RunnerMode| {
+        let q = h.queue.clone();
+        tokio::spawn(async move {
+            let c = q
+                .claim(
+                    mode,
+                    &RunnerId::new(mode.as_str()),
+                    LEASE,
+                    Duration::from_secs(10),
+                )
+                .await;
+            (c, Instant::now())
+        })
+    };
+    // the hybrid claimer waits longest, so it is served the next inbox wake-up first
+    let hybrid = spawn_claimer(RunnerMode::Hybrid);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            h.claimers_waiting() == 1
+        })
+        .await
+    );
+    let notification = spawn_claimer(RunnerMode::Notification);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            h.claimers_waiting() == 2
+        })
+        .await
+    );
+    // discovery work that came without a wake-up (pushed by hand), then inbox work in `low`
+    h.push_raw(Priority::Normal, &WorkItem::discovery("d", "").to_json());
+    let sent = Instant::now();
+    h.enqueue(with_priority(WorkItem::inbox("i", "", 1), Priority::Low))
+        .await;
+    // the hybrid claimer takes the discovery item (normal before low) and passes the inbox
+    // wake-up on, so the notification claimer gets the inbox item at once
+    let (n, n_at) = notification.await.expect("join");
+    let n = n.expect("claim").expect("notification claimer woken");
+    assert_eq!(n.item.agent_id.as_str(), "i");
+    assert!(
+        n_at - sent < Duration::from_millis(100),
+        "took {:?}",
+        n_at - sent
+    );
+    let (hy, _) = hybrid.await.expect("join");
+    assert_eq!(
+        hy.expect("claim")
+            .expect("hybrid claims")
+            .item
+            .agent_id
+            .as_str(),
+        "d"
+    );
 }
