@@ -1,6 +1,7 @@
 //! Resilience of the provider chain over real HTTP: retries honouring Retry-After, failover on
-//! 503 and 429, no failover on 401, the circuit breaker under a fake clock (with its metric),
-//! and the shared RPM limit under paused tokio time.
+//! 503 and 429, retries and failover on request timeouts (a slow answer, a peer that never
+//! answers) and on refused connections, no failover on 401, the circuit breaker under a fake
+//! clock (with its metric), and the shared RPM limit under paused tokio time.
 
 use botburrow_runner::llm::{
     LlmContext, LlmError, LlmRuntime, LoopParams, ManualClock, PriceTable, ProviderChain,
@@ -25,6 +26,8 @@ fn config(max_attempts: u32) -> RuntimeConfig {
             max_retry_after: Duration::from_secs(5),
         },
         breaker_threshold: 3,
+        // These tests look at the refusal itself; waiting out an open breaker has its own test.
+        max_breaker_wait: Duration::ZERO,
         ..RuntimeConfig::default()
     }
 }
@@ -400,4 +403,258 @@ async fn usage_of_earlier_turns_survives_a_failed_loop() {
     assert_eq!(second[3]["role"], "tool");
     assert_eq!(second[3]["tool_call_id"], second[2]["tool_calls"][0]["id"]);
     assert_eq!(second[3]["content"], "Error: Unknown tool: nope");
+}
+
+/// A runtime whose requests time out after `request_timeout`.
+fn rt_with_timeout(
+    registry: &SharedRegistry,
+    max_attempts: u32,
+    request_timeout: Duration,
+) -> Arc<LlmRuntime> {
+    LlmRuntime::with_config(
+        registry,
+        PriceTable::builtin(),
+        RuntimeConfig {
+            request_timeout,
+            ..config(max_attempts)
+        },
+        Arc::new(TokioClock::new()),
+    )
+    .expect("rt")
+}
+
+/// The value of the `botburrow_llm_errors_total` sample with `kind` (summed over providers).
+fn errors_of_kind(registry: &SharedRegistry, kind: &str) -> u64 {
+    render_metrics(registry)
+        .lines()
+        .filter(|l| {
+            l.starts_with("botburrow_llm_errors_total{") && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A brain whose primary is an Anthropic endpoint at `primary_base` (anything: a black hole, a
+/// closed port) and whose fallback is the OpenAI mock.
+fn primary_at(primary_base: String, fallback: &MockLlm) -> Brain {
+    Brain {
+        provider: "anthropic".into(),
+        model: "primary-model".into(),
+        api_base: Some(primary_base),
+        api_key_env: Some("GOOD_KEY".into()),
+        fallbacks: vec![FallbackBrain {
+            provider: "openai".into(),
+            model: "fallback-model".into(),
+            api_base: Some(fallback.base_url()),
+            api_key_env: Some("GOOD_KEY".into()),
+        }],
+        ..Brain::default()
+    }
+}
+
+#[tokio::test]
+async fn a_request_slower_than_the_timeout_is_abandoned_and_retried_on_the_same_provider() {
+    let primary = MockLlm::start(Flavor::Anthropic).await;
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    primary.push(MockReply::text("too late").delayed(Duration::from_secs(30)));
+    primary.push(MockReply::text("second try in time"));
+    let registry = new_registry();
+    let chain = ProviderChain::from_brain(
+        &anthropic_primary_openai_fallback(&primary, &fallback, "GOOD_KEY"),
+        &ctx(rt_with_timeout(&registry, 3, Duration::from_millis(300))),
+    )
+    .expect("chain");
+    let started = std::time::Instant::now();
+    let out = run(&chain).await.expect("the retry answers");
+    assert_eq!(out.stop, StopReason::Final);
+    assert_eq!(out.final_text, "second try in time");
+    assert_eq!(out.model, "primary-model");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the slow request was not cut off: {:?}",
+        started.elapsed()
+    );
+    let reqs = primary.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].status, 0, "the first answer was never delivered");
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    assert!(
+        gap >= Duration::from_millis(250),
+        "retried before the timeout: {gap:?}"
+    );
+    assert_eq!(fallback.request_count(), 0);
+    assert_eq!(errors_of_kind(&registry, "timeout"), 1);
+}
+
+#[tokio::test]
+async fn a_provider_that_accepts_and_never_answers_times_out_then_fails_over() {
+    // Accepts connections, reads nothing, answers nothing; keeps them open until the test ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    fallback.push(MockReply::text("fallback answered").with_usage(12, 3));
+    let registry = new_registry();
+    let chain = ProviderChain::from_brain(
+        &primary_at(format!("http://{addr}"), &fallback),
+        &ctx(rt_with_timeout(&registry, 2, Duration::from_millis(250))),
+    )
+    .expect("chain");
+    let started = std::time::Instant::now();
+    let out = run(&chain).await.expect("the fallback answers");
+    let elapsed = started.elapsed();
+    hole.abort();
+    assert_eq!(out.stop, StopReason::Final);
+    assert_eq!(out.final_text, "fallback answered");
+    assert_eq!(out.model, "fallback-model");
+    assert_eq!((out.usage.input_tokens, out.usage.output_tokens), (12, 3));
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one connection per attempt (max_attempts 2) before failing over"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(490) && elapsed < Duration::from_secs(10),
+        "two 250 ms timeouts then the fallback: {elapsed:?}"
+    );
+    assert_eq!(fallback.request_count(), 1);
+    assert_eq!(errors_of_kind(&registry, "timeout"), 2);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_then_fails_over() {
+    // A loopback port that was just free and is now closed: connecting is refused at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let fallback = MockLlm::start(Flavor::OpenAi).await;
+    fallback.push(MockReply::text("fallback answered"));
+    let registry = new_registry();
+    let chain = ProviderChain::from_brain(
+        &primary_at(format!("http://{closed}"), &fallback),
+        &ctx(rt(&registry, 3)),
+    )
+    .expect("chain");
+    let started = std::time::Instant::now();
+    let out = run(&chain).await.expect("the fallback answers");
+    assert_eq!(out.stop, StopReason::Final);
+    assert_eq!(out.final_text, "fallback answered");
+    assert_eq!(out.model, "fallback-model");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(fallback.request_count(), 1);
+    assert_eq!(
+        errors_of_kind(&registry, "http"),
+        3,
+        "every attempt (max_attempts 3) failed on transport: {}",
+        render_metrics(&registry)
+    );
+    // With no fallback left, the transport error itself comes back (retryable for the queue).
+    let b = Brain {
+        fallbacks: Vec::new(),
+        ..primary_at(format!("http://{closed}"), &fallback)
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt(&new_registry(), 2))).expect("chain");
+    let err = run(&chain).await.expect_err("nothing answers");
+    assert!(matches!(err, LlmError::Http { .. }), "{err:?}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
+    let primary = MockLlm::start(Flavor::OpenAi).await;
+    for _ in 0..3 {
+        primary.push(MockReply::error(503));
+    }
+    let registry = new_registry();
+    let rt = LlmRuntime::with_config(
+        &registry,
+        PriceTable::builtin(),
+        RuntimeConfig {
+            breaker_cooldown: Duration::from_millis(300),
+            max_breaker_wait: Duration::from_secs(10),
+            ..config(1)
+        },
+        Arc::new(TokioClock::new()),
+    )
+    .expect("rt");
+    let b = Brain {
+        provider: "openai".into(),
+        model: "m".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some("GOOD_KEY".into()),
+        ..Brain::default()
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt)).expect("chain");
+    for _ in 0..3 {
+        assert!(matches!(
+            run(&chain).await,
+            Err(LlmError::Api { status: 503, .. })
+        ));
+    }
+    // The breaker is open now. Four calls at once: none fails with CircuitOpen; they wait for
+    // the cool-down, one of them probes, and the probe's success lets the others through.
+    let started = tokio::time::Instant::now();
+    let outs = futures::future::join_all((0..4).map(|_| run(&chain))).await;
+    for out in outs {
+        let out = out.expect("answered after the breaker closed");
+        assert_eq!(out.final_text, "echo: hello");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the calls waited for the cool-down: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(primary.request_count(), 3 + 4, "no request while the breaker was open");
+    assert!(
+        errors_of_kind(&registry, "circuit_open") >= 4,
+        "each call was refused at the open breaker before it waited"
+    );
+}
+
+#[tokio::test]
+async fn a_breaker_open_longer_than_the_wait_allows_fails_at_once() {
+    let primary = MockLlm::start(Flavor::OpenAi).await;
+    for _ in 0..3 {
+        primary.push(MockReply::error(503));
+    }
+    let rt = LlmRuntime::with_config(
+        &new_registry(),
+        PriceTable::builtin(),
+        RuntimeConfig {
+            breaker_cooldown: Duration::from_secs(600),
+            max_breaker_wait: Duration::from_secs(60),
+            ..config(1)
+        },
+        Arc::new(TokioClock::new()),
+    )
+    .expect("rt");
+    let b = Brain {
+        provider: "openai".into(),
+        model: "m".into(),
+        api_base: Some(primary.base_url()),
+        api_key_env: Some("GOOD_KEY".into()),
+        ..Brain::default()
+    };
+    let chain = ProviderChain::from_brain(&b, &ctx(rt)).expect("chain");
+    for _ in 0..3 {
+        assert!(run(&chain).await.is_err());
+    }
+    let started = tokio::time::Instant::now();
+    assert!(matches!(
+        run(&chain).await,
+        Err(LlmError::CircuitOpen { .. })
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5), "no pointless wait");
+    assert_eq!(primary.request_count(), 3);
 }

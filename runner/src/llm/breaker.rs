@@ -107,6 +107,9 @@ pub struct CircuitBreaker {
     clock: std::sync::Arc<dyn Clock>,
     inner: Mutex<Inner>,
     on_change: Box<dyn Fn(BreakerState) + Send + Sync>,
+    /// Woken on every verdict and released probe, so callers waiting out an open breaker
+    /// learn of a half-open probe's outcome at once.
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for CircuitBreaker {
@@ -135,6 +138,7 @@ impl CircuitBreaker {
             clock,
             inner: Mutex::new(Inner::Closed { failures: 0 }),
             on_change,
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -195,6 +199,7 @@ impl CircuitBreaker {
             *inner = Inner::Closed { failures: 0 };
             was_closed
         };
+        self.changed.notify_waiters();
         if !was {
             self.announce(BreakerState::Closed);
         }
@@ -224,6 +229,7 @@ impl CircuitBreaker {
                 Inner::Open { .. } => false,
             }
         };
+        self.changed.notify_waiters();
         if opened {
             self.announce(BreakerState::Open);
         }
@@ -231,10 +237,42 @@ impl CircuitBreaker {
 
     /// Releases a probe slot without a verdict (e.g. the call was cancelled).
     pub fn release_probe(&self) {
-        let mut inner = self.lock();
-        if let Inner::HalfOpen { probing: true } = *inner {
-            *inner = Inner::HalfOpen { probing: false };
+        {
+            let mut inner = self.lock();
+            if let Inner::HalfOpen { probing: true } = *inner {
+                *inner = Inner::HalfOpen { probing: false };
+            }
         }
+        self.changed.notify_waiters();
+    }
+
+    /// How long until this breaker may let a call through: zero when it would now (closed,
+    /// cool-down over, or a free probe slot) and also while its one probe is in flight (the
+    /// verdict is expected soon; [`CircuitBreaker::wait_callable`] waits for it).
+    pub fn blocked_for(&self) -> Duration {
+        match *self.lock() {
+            Inner::Open { until } => until.saturating_sub(self.clock.now()),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Waits, at most `max`, until a call could be let through: the cool-down of an open
+    /// breaker passes, or the in-flight probe reaches a verdict. Returns at once when a call
+    /// would be allowed now. Callers re-try [`CircuitBreaker::try_acquire`] afterwards.
+    pub async fn wait_callable(&self, max: Duration) {
+        let notified = self.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let wait = match *self.lock() {
+            Inner::Closed { .. } | Inner::HalfOpen { probing: false } => return,
+            Inner::Open { until } => until.saturating_sub(self.clock.now()),
+            Inner::HalfOpen { probing: true } => max,
+        };
+        let wait = wait.min(max);
+        if wait.is_zero() {
+            return;
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
     }
 
     fn announce(&self, state: BreakerState) {

@@ -79,6 +79,12 @@ pub struct RuntimeConfig {
     pub breaker_cooldown: Duration,
     /// Upper bound of one HTTP request (also bounded by the activation deadline).
     pub request_timeout: Duration,
+    /// When every endpoint of a chain refuses at its open breaker, how long one model call
+    /// may wait for a breaker to take calls again (half-open probe) before failing with
+    /// `CircuitOpen`; also bounded by the activation deadline. Waiting out a short provider
+    /// outage keeps it from burning the work item's attempts and tripping the agent's
+    /// backoff in Valkey. Zero fails at once.
+    pub max_breaker_wait: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +94,7 @@ impl Default for RuntimeConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
             request_timeout: Duration::from_secs(120),
+            max_breaker_wait: Duration::from_secs(60),
         }
     }
 }
@@ -422,21 +429,51 @@ impl ProviderChain {
         req: &ChatRequest,
         deadline: Instant,
     ) -> Result<ChainResponse, LlmError> {
-        let mut last = LlmError::Config("no providers configured".into());
-        for (i, link) in self.links.iter().enumerate() {
-            match self.try_link(agent, link, req, deadline).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_retryable() => {
-                    if let Some(next) = self.links.get(i + 1) {
-                        tracing::warn!(agent_id = %agent, provider = %link.endpoint.label, next = %next.endpoint.label,
-                            kind = e.kind(), error = %e, "llm_failover");
+        let mut waited = Duration::ZERO;
+        loop {
+            let mut last = LlmError::Config("no providers configured".into());
+            let mut all_refused = true;
+            for (i, link) in self.links.iter().enumerate() {
+                match self.try_link(agent, link, req, deadline).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) if e.is_retryable() => {
+                        all_refused &= matches!(e, LlmError::CircuitOpen { .. });
+                        if let Some(next) = self.links.get(i + 1) {
+                            tracing::warn!(agent_id = %agent, provider = %link.endpoint.label, next = %next.endpoint.label,
+                                kind = e.kind(), error = %e, "llm_failover");
+                        }
+                        last = e;
                     }
-                    last = e;
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
+            // Every endpoint refused at an open breaker (no request was made): wait, within
+            // bounds, for the first one to take calls again instead of failing the activation.
+            let budget = self
+                .runtime
+                .config
+                .max_breaker_wait
+                .saturating_sub(waited)
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let Some(link) = self
+                .links
+                .iter()
+                .min_by_key(|l| l.breaker.blocked_for())
+                .filter(|_| all_refused && !budget.is_zero())
+            else {
+                return Err(last);
+            };
+            let blocked = link.breaker.blocked_for();
+            if blocked > budget {
+                return Err(last);
+            }
+            tracing::info!(agent_id = %agent, provider = %link.endpoint.label,
+                wait_ms = blocked.as_millis() as u64, "llm_waiting_for_breaker");
+            let started = Instant::now();
+            link.breaker.wait_callable(budget).await;
+            // A wake-up that made no progress still counts a little, so this loop always ends.
+            waited += started.elapsed().max(Duration::from_millis(1));
         }
-        Err(last)
     }
 
     async fn try_link(
