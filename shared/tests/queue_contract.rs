@@ -137,6 +137,7 @@ contract_tests!(
     runner_modes_only_claim_their_task_types,
     concurrent_claimers_never_share_an_agent_and_claim_each_item_once,
     dead_claimer_is_requeued_by_the_reaper,
+    reaper_dead_letters_an_item_whose_claimers_keep_dying,
     lease_operations_are_fenced_by_activation_id,
     deleting_the_activation_makes_renew_lost,
     release_puts_the_item_back_first_in_line,
@@ -398,6 +399,96 @@ async fn dead_claimer_is_requeued_by_the_reaper(b: Backend) {
     assert_eq!(
         h.queue.renew(&c.activation_id, LEASE).await.expect("renew"),
         RenewOutcome::Lost
+    );
+}
+
+async fn reaper_dead_letters_an_item_whose_claimers_keep_dying(b: Backend) {
+    let config = QueueConfig {
+        max_attempts: 3,
+        ..Default::default()
+    };
+    let h = b.start(config).await;
+    let item = WorkItem::inbox("a", "A", 1);
+    let id = item.id.clone();
+    h.enqueue(item).await;
+    // attempts 0 and 1: the claimer dies, nothing renews, the lease runs out
+    for attempt in 0..2 {
+        let c = h.claim(RunnerMode::Hybrid).await.expect("requeued item");
+        assert_eq!((c.item.id.clone(), c.item.attempt), (id.clone(), attempt));
+        h.clock.advance(LEASE + Duration::from_secs(1));
+        let report = h.queue.reap(h.clock.now_ms()).await.expect("reap");
+        assert_eq!(
+            (report.requeued, report.dead),
+            (1, 0),
+            "attempt {attempt}: {report:?}"
+        );
+    }
+    // attempt 2, the last one: this claimer dies too, and its activation key vanishes before the
+    // deadline (its TTL ran out; deleted here because the TTL is real time)
+    let last = h.claim(RunnerMode::Hybrid).await.expect("requeued item");
+    assert_eq!((last.item.id.clone(), last.item.attempt), (id.clone(), 2));
+    assert_eq!(last.item.last_error.as_deref(), Some("lease expired"));
+    assert!(
+        h.queue
+            .stop_activation(&last.activation_id)
+            .await
+            .expect("stop")
+    );
+    let report = h.queue.reap(h.clock.now_ms()).await.expect("reap");
+    assert_eq!(
+        (report.requeued, report.dead, report.orphaned),
+        (0, 1, 0),
+        "{report:?}"
+    );
+
+    // dead-lettered with the reason of the last death, not an earlier one
+    let dead = h.queue.dead_letters(10).await.expect("dlq");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].error, "activation stopped");
+    let dead_item = dead[0].item.as_ref().expect("parses");
+    assert_eq!((dead_item.id.clone(), dead_item.attempt), (id, 3));
+    assert_eq!(dead_item.last_error.as_deref(), Some("activation stopped"));
+    assert!((dead[0].failed_at.timestamp_millis() - h.clock.now_ms()).abs() < 2);
+
+    // not requeued: nothing waits, nothing is leased, nothing to claim
+    let stats = h.queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.total_waiting(), stats.active, stats.dead),
+        (0, 0, 1),
+        "{stats:?}"
+    );
+    assert!(h.claim(RunnerMode::Hybrid).await.is_none(), "not requeued");
+    assert!(h.queue.active().await.expect("active").is_empty());
+    assert_eq!(
+        h.queue
+            .renew(&last.activation_id, LEASE)
+            .await
+            .expect("renew"),
+        RenewOutcome::Lost
+    );
+    // dying runners are not the agent's fault: its breaker stays closed
+    assert!(h.queue.backoffs().await.expect("backoffs").is_empty());
+    // the bookkeeping is clean: a later pass has nothing to repair
+    h.clock.advance(LEASE * 2);
+    let report = h.queue.reap(h.clock.now_ms()).await.expect("reap");
+    assert!(report.is_empty(), "{report:?}");
+    if let Some(v) = &h.valkey {
+        let act = keys::activation(&last.activation_id);
+        for (cmd, key) in [
+            ("ZCARD", keys::LEASES),
+            ("HLEN", keys::INFLIGHT),
+            ("HLEN", keys::ACTIVE),
+            ("SCARD", keys::QUEUED),
+            ("EXISTS", act.as_str()),
+        ] {
+            let reply = v.command(&[cmd, key]).expect(cmd);
+            assert!(reply.starts_with(":0"), "{cmd} {key}: {reply}");
+        }
+    }
+    // and no stale work:active entry refuses the agent's next item
+    assert_eq!(
+        h.enqueue(WorkItem::inbox("a", "A", 2)).await,
+        EnqueueOutcome::Enqueued
     );
 }
 
