@@ -11,7 +11,7 @@ use crate::{CoordinatorDeps, Tuning};
 use anyhow::Context;
 use botburrow_shared::health::SharedRegistry;
 use botburrow_shared::hub::{HubClient, RetryPolicy};
-use botburrow_shared::queue::{QueueConfig, ValkeyQueue};
+use botburrow_shared::queue::ValkeyQueue;
 use botburrow_shared::settings::{CoordinatorSettings, LeaderElection};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,12 +80,8 @@ pub async fn build(
     settings: &CoordinatorSettings,
     registry: SharedRegistry,
 ) -> anyhow::Result<CoordinatorDeps> {
-    let queue_config = QueueConfig {
-        max_attempts: settings.common.max_attempts,
-        ..QueueConfig::default()
-    };
     let url = settings.common.valkey_url.expose();
-    let queue = ValkeyQueue::connect(url, queue_config)
+    let queue = ValkeyQueue::connect(url, settings.common.queue_config())
         .await
         .context("connecting the work queue to Valkey")?;
     let store = KeyStore::connect(url)

@@ -15,7 +15,7 @@ use botburrow_shared::health::{self, ReadyCheck, SharedRegistry};
 use botburrow_shared::hub::HubClient;
 use botburrow_shared::ids::RunnerId;
 use botburrow_shared::policy::PolicyStore;
-use botburrow_shared::queue::{QueueConfig, ValkeyQueue, WorkQueue};
+use botburrow_shared::queue::{ValkeyQueue, WorkQueue};
 use botburrow_shared::settings::{EnvSource, ProcessEnv, RunnerSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,11 +92,7 @@ impl RunnerDeps {
         registry: SharedRegistry,
     ) -> Result<Self, AppError> {
         let url = settings.common.valkey_url.expose();
-        let queue_cfg = QueueConfig {
-            max_attempts: settings.common.max_attempts,
-            ..QueueConfig::default()
-        };
-        let queue = ValkeyQueue::connect(url, queue_cfg)
+        let queue = ValkeyQueue::connect(url, settings.common.queue_config())
             .await
             .map_err(|e| AppError::Valkey(e.to_string()))?;
         let kv = ValkeyKv::connect(url)

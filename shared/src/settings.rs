@@ -6,6 +6,7 @@
 //! (`EX_USAGE`). [`SETTINGS`] is the single table of names; docs and manifests are checked
 //! against it.
 
+use crate::queue::QueueConfig;
 use crate::work::RunnerMode;
 use std::collections::HashMap;
 use std::fmt;
@@ -70,6 +71,10 @@ pub const SETTINGS: &[SettingSpec] = &[
     spec!("POD_NAME", ["HOSTNAME"], "", Coordinator, false, "leader identity (downward API)"),
     spec!("CACHE_WEBHOOK_TOKEN", [], "", Coordinator, true, "Bearer token for POST /api/v1/cache/invalidate"),
     spec!("MAX_ATTEMPTS", [], "5", Both, false, "claims of one item before it is dead-lettered"),
+    spec!("BACKOFF_THRESHOLD", [], "5", Both, false, "consecutive failures of an agent that open its circuit breaker"),
+    spec!("BACKOFF_BASE_SECONDS", [], "60", Both, false, "first backoff (s) of an agent; doubles per further failure"),
+    spec!("BACKOFF_MAX_SECONDS", [], "3600", Both, false, "longest backoff (s) of an agent; at least BACKOFF_BASE_SECONDS"),
+    spec!("FAILURE_DECAY_SECONDS", [], "3600", Both, false, "a failure this long (s) after the previous one restarts the count"),
     spec!("RUNNER_MODE", [], "hybrid", Runner, false, "notification, exploration or hybrid"),
     spec!("RUNNER_ID", ["HOSTNAME"], "", Runner, false, "unique runner id"),
     spec!("MAX_CONCURRENT_ACTIVATIONS", [], "1", Runner, false, "activations run at once"),
@@ -269,6 +274,10 @@ impl<'a> Lookup<'a> {
         v
     }
 
+    fn positive_seconds(&mut self, name: &str, default: u32) -> Duration {
+        Duration::from_secs(u64::from(self.positive(name, default)))
+    }
+
     fn finish<T>(self, value: T) -> Result<T, SettingsError> {
         if self.problems.is_empty() { Ok(value) } else { Err(SettingsError { problems: self.problems }) }
     }
@@ -341,6 +350,14 @@ pub struct CommonSettings {
     pub shutdown_grace: Duration,
     /// Claims of one item before it is dead-lettered.
     pub max_attempts: u32,
+    /// Consecutive failures of an agent that open its circuit breaker.
+    pub backoff_threshold: u32,
+    /// Backoff at exactly `backoff_threshold` failures; doubles per further failure.
+    pub backoff_base: Duration,
+    /// Upper bound of one backoff (never below `backoff_base`).
+    pub backoff_max: Duration,
+    /// A failure this long after the previous one restarts the count.
+    pub failure_decay: Duration,
 }
 
 impl CommonSettings {
@@ -363,7 +380,7 @@ impl CommonSettings {
                 message: "must start with redis:// or rediss://".into(),
             });
         }
-        Self {
+        let s = Self {
             hub_url: hub_url.trim_end_matches('/').to_string(),
             hub_api_key: l.string("HUB_API_KEY").map(Secret::new),
             valkey_url: Secret::new(valkey_url),
@@ -372,6 +389,44 @@ impl CommonSettings {
             metrics_port: l.parsed("METRICS_PORT", default_port, "a port number"),
             shutdown_grace: l.seconds("SHUTDOWN_GRACE", 100),
             max_attempts: l.positive("MAX_ATTEMPTS", 5),
+            backoff_threshold: l.positive("BACKOFF_THRESHOLD", 5),
+            backoff_base: l.positive_seconds("BACKOFF_BASE_SECONDS", 60),
+            backoff_max: l.positive_seconds("BACKOFF_MAX_SECONDS", 3600),
+            failure_decay: l.positive_seconds("FAILURE_DECAY_SECONDS", 3600),
+        };
+        // A cap below the first backoff would silently override BACKOFF_BASE_SECONDS. Checked only
+        // when both parsed, naming the one the operator set (the other is at its default).
+        let unparsed = l.problems.iter().any(|p| {
+            p.variable.ends_with("BACKOFF_BASE_SECONDS") || p.variable.ends_with("BACKOFF_MAX_SECONDS")
+        });
+        if !unparsed && s.backoff_max < s.backoff_base {
+            let variable = l
+                .raw("BACKOFF_MAX_SECONDS")
+                .or_else(|| l.raw("BACKOFF_BASE_SECONDS"))
+                .map(|(n, _)| n)
+                .unwrap_or_else(|| "BACKOFF_MAX_SECONDS".to_string());
+            l.problems.push(SettingProblem {
+                variable,
+                message: format!(
+                    "the longest backoff ({} s) is below the first one, BACKOFF_BASE_SECONDS ({} s)",
+                    s.backoff_max.as_secs(),
+                    s.backoff_base.as_secs()
+                ),
+            });
+        }
+        s
+    }
+
+    /// The work queue's tunables from these settings (dead-lettering and the per-agent circuit
+    /// breaker); everything else keeps [`QueueConfig`]'s defaults.
+    pub fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            max_attempts: self.max_attempts,
+            failure_threshold: self.backoff_threshold,
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+            failure_decay: self.failure_decay,
+            ..QueueConfig::default()
         }
     }
 }
@@ -567,6 +622,74 @@ mod tests {
         assert!(!dbg.contains("pw-secret"), "{dbg}");
         assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn circuit_breaker_settings_default_to_the_queue_defaults_and_are_read() {
+        let s = CoordinatorSettings::from_env(&env(&[("HUB_URL", "http://a")])).expect("valid");
+        assert_eq!(s.common.queue_config(), QueueConfig::default());
+        let s = RunnerSettings::from_env(&env(&[
+            ("HUB_URL", "http://a"),
+            ("MAX_ATTEMPTS", "7"),
+            ("BACKOFF_THRESHOLD", "3"),
+            ("BOTBURROW_BACKOFF_BASE_SECONDS", "10"),
+            ("BACKOFF_MAX_SECONDS", "600"),
+            ("FAILURE_DECAY_SECONDS", "120"),
+        ]))
+        .expect("valid");
+        let q = s.common.queue_config();
+        assert_eq!(q.max_attempts, 7);
+        assert_eq!(q.failure_threshold, 3);
+        assert_eq!(q.backoff_base, Duration::from_secs(10));
+        assert_eq!(q.backoff_max, Duration::from_secs(600));
+        assert_eq!(q.failure_decay, Duration::from_secs(120));
+        assert_eq!(q.command_timeout, QueueConfig::default().command_timeout);
+        assert_eq!(q.backoff_for(4), Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn bad_circuit_breaker_settings_are_all_reported_naming_the_variable() {
+        let err = CoordinatorSettings::from_env(&env(&[
+            ("HUB_URL", "http://a"),
+            ("BACKOFF_THRESHOLD", "0"),
+            ("BACKOFF_BASE_SECONDS", "a minute"),
+            ("BOTBURROW_BACKOFF_MAX_SECONDS", "-1"),
+            ("FAILURE_DECAY_SECONDS", "1h"),
+        ]))
+        .expect_err("four bad values");
+        assert!(err.names("BACKOFF_THRESHOLD"), "{err}");
+        assert!(err.names("BACKOFF_BASE_SECONDS"), "{err}");
+        assert!(err.names("BOTBURROW_BACKOFF_MAX_SECONDS"), "{err}");
+        assert!(err.names("FAILURE_DECAY_SECONDS"), "{err}");
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert!(err.to_string().contains("a minute"), "{err}");
+        for zero in ["BACKOFF_BASE_SECONDS", "BACKOFF_MAX_SECONDS", "FAILURE_DECAY_SECONDS"] {
+            let err = RunnerSettings::from_env(&env(&[("HUB_URL", "http://a"), (zero, "0")])).expect_err("zero");
+            assert!(err.names(zero), "{zero}: {err}");
+            assert_eq!(err.problems.len(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_longest_backoff_below_the_first_is_rejected() {
+        let err = RunnerSettings::from_env(&env(&[
+            ("HUB_URL", "http://a"),
+            ("BACKOFF_BASE_SECONDS", "120"),
+            ("BACKOFF_MAX_SECONDS", "60"),
+        ]))
+        .expect_err("max below base");
+        assert!(err.names("BACKOFF_MAX_SECONDS"), "{err}");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        // only the base was set: the message names it, not the untouched default
+        let err = RunnerSettings::from_env(&env(&[("HUB_URL", "http://a"), ("BACKOFF_BASE_SECONDS", "7200")]))
+            .expect_err("base above the default max");
+        assert!(err.names("BACKOFF_BASE_SECONDS"), "{err}");
+        let ok = RunnerSettings::from_env(&env(&[
+            ("HUB_URL", "http://a"),
+            ("BACKOFF_BASE_SECONDS", "60"),
+            ("BACKOFF_MAX_SECONDS", "60"),
+        ]));
+        assert!(ok.is_ok(), "equal bounds are fine: {:?}", ok.err());
     }
 
     #[test]
