@@ -14,7 +14,9 @@
 //!    activation.
 //! 4. Discovery: `behavior.limits` checked per agent per UTC day, the feed from the agent's
 //!    interests (`exclude_responded`), the same brain, the reply counted against the limits.
-//! 5. Afterwards: consumption with real tokens and cost, and `activated` on success.
+//! 5. Afterwards: consumption with real tokens and cost, and `activated` on success. Tokens and
+//!    cost also go to `botburrow_llm_tokens_total`/`botburrow_llm_cost_usd_total`: per response
+//!    in the native chain, per run for a CLI executor (the model it reported, else `brain.model`).
 
 use crate::definitions::{DefinitionError, DefinitionStore};
 use crate::executors::{ExecOutcome, ExecRequest, Executor, ExecutorError, HubMcpSpec};
@@ -787,6 +789,16 @@ impl Pipeline {
                 .prices()
                 .cost(&model, out.input_tokens, out.output_tokens)
         });
+        // The native chain counts each response itself; a CLI's usage is known only here.
+        if out.input_tokens > 0 || out.output_tokens > 0 || cost > 0.0 {
+            self.llm.runtime.metrics().record_usage(
+                run.agent_id.as_str(),
+                &model,
+                out.input_tokens,
+                out.output_tokens,
+                cost,
+            );
+        }
         run.spend.input += out.input_tokens;
         run.spend.output += out.output_tokens;
         run.spend.cost += cost;

@@ -1082,7 +1082,55 @@ async fn a_cli_agent_without_mcp_gets_its_final_text_posted_and_its_usage_report
         consumption[0]
     );
     assert_eq!(f.mock.request_count(), 0);
+    // The CLI's usage is in the LLM metrics too, under the agent's model (aider reported none),
+    // equal to what was reported to the Hub; scraped from the runner's /metrics endpoint.
+    let scraped = f
+        .http
+        .get(format!("http://127.0.0.1:{}/metrics", f.metrics_port))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let labels = "agent=\"cli-bot\",model=\"gpt-4o-mini\"";
+    let input = sample(
+        &scraped,
+        &format!("botburrow_llm_tokens_total{{{labels},direction=\"input\"}}"),
+    );
+    let output = sample(
+        &scraped,
+        &format!("botburrow_llm_tokens_total{{{labels},direction=\"output\"}}"),
+    );
+    let cost = sample(
+        &scraped,
+        &format!("botburrow_llm_cost_usd_total{{{labels}}}"),
+    );
+    assert_eq!(input, consumption[0]["tokens_input"].as_f64(), "{scraped}");
+    assert_eq!(
+        output,
+        consumption[0]["tokens_output"].as_f64(),
+        "{scraped}"
+    );
+    assert_eq!(
+        input,
+        Some(4600.0),
+        "aider's fake reports 2.5k + 1.1k cached + 1,000 sent"
+    );
+    assert_eq!(output, Some(400.0), "{scraped}");
+    let reported = consumption[0]["cost_usd"].as_f64().unwrap_or(0.0);
+    assert!(
+        cost.is_some_and(|c| (c - reported).abs() < 1e-9 && (c - 0.03).abs() < 1e-9),
+        "{cost:?} vs {reported}: {scraped}"
+    );
     f.stop_runner().await;
+}
+
+/// The value of the sample named exactly `series` (name and labels) in a metrics exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 #[tokio::test]
