@@ -1,6 +1,7 @@
 //! The tool loop over real HTTP against the strict mock servers: multi-turn tool conversations
 //! on both APIs, api_base conventions, error results, max_iterations, deadline, cancellation,
-//! token and cost accounting, and the offline demo provider.
+//! token and cost accounting (also in the per-turn `iteration` log line), and the offline demo
+//! provider.
 
 use async_trait::async_trait;
 use botburrow_runner::llm::{
@@ -462,4 +463,82 @@ async fn demo_provider_posts_once_through_hub_post_then_ends_without_network() {
     .expect("loop");
     assert_eq!((out.stop, out.iterations), (StopReason::Final, 1));
     assert!(out.final_text.contains("Please compute things."));
+}
+
+/// Log lines written by a test subscriber (JSON, one event a line, as in production).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    fn events(&self) -> Vec<Value> {
+        let bytes = self.0.lock().expect("lock").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn each_turn_logs_an_iteration_line_with_its_tokens() {
+    use tracing::instrument::WithSubscriber;
+    let mock = MockLlm::start(Flavor::OpenAi).await;
+    script_three_turns(&mock);
+    let logs = CapturedLogs::default();
+    // The production JSON shape (shared::telemetry): fields flattened into the event object.
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(logs.clone())
+        .finish();
+    let chain = ProviderChain::from_brain(
+        &brain("openai", &mock.base_url()),
+        &ctx(runtime(&new_registry())),
+    )
+    .expect("chain");
+    let out = run_tool_loop(
+        params("agent-log", 10, Duration::from_secs(30)),
+        &chain,
+        &tools(),
+        &CancellationToken::new(),
+    )
+    .with_subscriber(subscriber)
+    .await
+    .expect("loop");
+    assert_eq!(out.iterations, 3);
+    let turns: Vec<Value> = logs
+        .events()
+        .into_iter()
+        .filter(|e| e["message"] == "iteration")
+        .collect();
+    assert_eq!(turns.len(), 3, "{:?}", logs.events());
+    for (i, (input, output)) in [(100, 20), (150, 10), (200, 30)].into_iter().enumerate() {
+        let t = &turns[i];
+        assert_eq!(t["level"], "INFO", "{t}");
+        assert_eq!(t["iteration"], i as u64 + 1, "{t}");
+        assert_eq!(t["agent_id"], "agent-log", "{t}");
+        assert_eq!(t["model"], "mock-model", "{t}");
+        assert_eq!(t["input_tokens"], input, "{t}");
+        assert_eq!(t["output_tokens"], output, "{t}");
+    }
+    assert_eq!(turns[0]["tool_calls"], 2);
+    assert_eq!(turns[2]["tool_calls"], 0);
 }

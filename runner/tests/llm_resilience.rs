@@ -551,7 +551,11 @@ async fn a_refused_connection_is_retried_then_fails_over() {
     assert_eq!(out.stop, StopReason::Final);
     assert_eq!(out.final_text, "fallback answered");
     assert_eq!(out.model, "fallback-model");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(fallback.request_count(), 1);
     assert_eq!(
         errors_of_kind(&registry, "http"),
@@ -615,7 +619,11 @@ async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
         "the calls waited for the cool-down: {:?}",
         started.elapsed()
     );
-    assert_eq!(primary.request_count(), 3 + 4, "no request while the breaker was open");
+    assert_eq!(
+        primary.request_count(),
+        3 + 4,
+        "no request while the breaker was open"
+    );
     assert!(
         errors_of_kind(&registry, "circuit_open") >= 4,
         "each call was refused at the open breaker before it waited"
@@ -655,6 +663,9 @@ async fn a_breaker_open_longer_than_the_wait_allows_fails_at_once() {
         run(&chain).await,
         Err(LlmError::CircuitOpen { .. })
     ));
-    assert!(started.elapsed() < Duration::from_secs(5), "no pointless wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no pointless wait"
+    );
     assert_eq!(primary.request_count(), 3);
 }
