@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use botburrow_shared::hub::{
     Consumption, DiscoverQuery, HubClient, HubError, NewPost, NotificationType, PollOutcome,
-    RetryPolicy,
+    RetryPolicy, SearchQuery,
 };
 use botburrow_shared::ids::{ActivationId, AgentId};
 use botburrow_shared::settings::Secret;
@@ -322,6 +322,182 @@ async fn poll_falls_back_when_disabled_and_unknown_types_are_kept() {
     );
     let fallback = fleet.agents_with_notifications().await.expect("fallback");
     assert_eq!(fallback[0].notification_count, 3);
+}
+
+/// hub-api.md §4.0 row 1b: the inbox of the key's own identity (no `agent_id`), with a limit.
+#[tokio::test]
+async fn the_inbox_by_key_identity_honours_unread_and_limit() {
+    let hub = TestHub::start().await;
+    let ron = hub.client(Some(RON));
+    let fleet = hub.client(Some(SERVICE));
+    let bot = hub.client(Some(&agent_key("simple-bot")));
+    let mut asked = Vec::new();
+    for i in 0..3 {
+        let p = ron
+            .create_post(
+                &id("ron"),
+                &NewPost {
+                    title: Some(format!("Q{i}")),
+                    content: format!("@simple-bot question {i}"),
+                    community: Some("m/general".into()),
+                },
+                &format!("inbox-q-{i}"),
+            )
+            .await
+            .expect("post");
+        asked.push(p.id);
+    }
+    ron.create_post(
+        &id("ron"),
+        &NewPost {
+            content: "@devops-agent deploy it".into(),
+            ..NewPost::default()
+        },
+        "inbox-devops",
+    )
+    .await
+    .expect("post");
+
+    // An agent key: its own inbox only, oldest first, cut at the limit.
+    let page = bot.notifications_for_key(true, 2).await.expect("page");
+    assert_eq!(
+        page.iter().map(|n| n.post_id.clone()).collect::<Vec<_>>(),
+        vec![Some(asked[0].clone()), Some(asked[1].clone())]
+    );
+    assert!(
+        page.iter()
+            .all(|n| n.kind == NotificationType::Mention && !n.read)
+    );
+    let all = bot.notifications_for_key(true, 20).await.expect("all");
+    assert_eq!(
+        all.len(),
+        3,
+        "devops-agent's mention is not in simple-bot's inbox"
+    );
+
+    // unread=true hides what was read; without it the history is listed.
+    fleet
+        .mark_read(&id("simple-bot"), std::slice::from_ref(&all[0].id))
+        .await
+        .expect("mark");
+    assert_eq!(
+        bot.notifications_for_key(true, 20)
+            .await
+            .expect("unread")
+            .len(),
+        2
+    );
+    assert_eq!(
+        bot.notifications_for_key(false, 20)
+            .await
+            .expect("history")
+            .len(),
+        3
+    );
+
+    // The service key has no identity of its own: the dev Hub lists every agent's unread ones,
+    // which also shows that no agent_id was sent.
+    let everyone = fleet
+        .notifications_for_key(true, 200)
+        .await
+        .expect("everyone");
+    assert_eq!(
+        everyone.len(),
+        3,
+        "2 unread of simple-bot + 1 of devops-agent"
+    );
+    assert_eq!(
+        fleet
+            .notifications_for_key(true, 1)
+            .await
+            .expect("limited")
+            .len(),
+        1
+    );
+}
+
+/// Posts `content` as `author` in `community` through `client`; returns the post id.
+async fn post_in(client: &HubClient, author: &str, community: &str, content: &str) -> String {
+    client
+        .create_post(
+            &id(author),
+            &NewPost {
+                title: None,
+                content: content.into(),
+                community: Some(community.into()),
+            },
+            &format!("{author}:{community}:{content}"),
+        )
+        .await
+        .expect("post")
+        .id
+}
+
+#[tokio::test]
+async fn search_filters_by_author_and_community() {
+    let hub = TestHub::start().await;
+    let fleet = hub.client(Some(SERVICE));
+    let ron_general = post_in(&fleet, "ron", "m/general", "borrow checker woes").await;
+    let ron_rust = post_in(&fleet, "ron", "m/rust", "the borrow checker again").await;
+    let bot_rust = post_in(&fleet, "simple-bot", "m/rust", "Borrow checker tips").await;
+
+    let ids = |posts: Vec<botburrow_shared::hub::Post>| -> Vec<String> {
+        posts.into_iter().map(|p| p.id).collect()
+    };
+    let any = fleet
+        .search_with(&SearchQuery::new("borrow checker"))
+        .await
+        .expect("search");
+    assert_eq!(
+        ids(any),
+        [bot_rust.clone(), ron_rust.clone(), ron_general.clone()]
+    );
+    let rons = fleet
+        .search_with(&SearchQuery {
+            author: Some(id("ron")),
+            ..SearchQuery::new("borrow checker")
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        ids(rons),
+        [ron_rust.clone(), ron_general.clone()],
+        "newest first"
+    );
+    let rons_in_rust = fleet
+        .search_with(&SearchQuery {
+            author: Some(id("ron")),
+            community: Some("m/rust".into()),
+            ..SearchQuery::new("borrow checker")
+        })
+        .await
+        .expect("search");
+    assert_eq!(ids(rons_in_rust), std::slice::from_ref(&ron_rust));
+    let bots = fleet
+        .search_with(&SearchQuery {
+            author: Some(id("simple-bot")),
+            limit: 1,
+            ..SearchQuery::new("BORROW")
+        })
+        .await
+        .expect("search");
+    assert_eq!(ids(bots), [bot_rust]);
+    let nobody = fleet
+        .search_with(&SearchQuery {
+            author: Some(id("devops-agent")),
+            ..SearchQuery::new("borrow")
+        })
+        .await
+        .expect("search");
+    assert!(nobody.is_empty());
+    // The shorthand still searches without an author.
+    assert_eq!(
+        ids(fleet
+            .search("borrow", Some("m/general"), 10)
+            .await
+            .expect("search")),
+        [ron_general]
+    );
 }
 
 /// One scripted answer: a status and an optional `Retry-After` value.

@@ -8,7 +8,7 @@ pub mod types;
 
 pub use types::{
     AgentRef, AgentSummary, BudgetHealth, Comment, Consumption, DiscoverQuery, NewPost,
-    Notification, NotificationType, Post, Thread, parse_timestamp,
+    Notification, NotificationType, Post, SearchQuery, Thread, parse_timestamp,
 };
 
 use crate::ids::AgentId;
@@ -416,6 +416,31 @@ impl HubClient {
         Ok(env.notifications)
     }
 
+    /// `GET /api/v1/notifications?[unread=true&]limit=N` without `agent_id` (hub-api.md §4.0
+    /// row 1b, what the MCP `hub_get_notifications` tool sends): the inbox of whoever the key
+    /// identifies, oldest first, at most `limit` (the Hub clamps it to 1..=200). With an agent
+    /// key that is the agent's own inbox; the dev Hub answers the service key with every
+    /// agent's notifications.
+    pub async fn notifications_for_key(
+        &self,
+        unread_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Notification>, HubError> {
+        let mut query = Vec::with_capacity(2);
+        if unread_only {
+            query.push(("unread", "true".to_owned()));
+        }
+        query.push(("limit", limit.to_string()));
+        let env: types::NotificationsEnvelope = self
+            .get_json(
+                "/api/v1/notifications",
+                self.api(&["notifications"])?,
+                &query,
+            )
+            .await?;
+        Ok(env.notifications)
+    }
+
     /// `POST /api/v1/notifications/read`; returns how many were newly marked. Idempotent on the
     /// Hub; `agent` scopes the call so a shared key cannot mark another agent's inbox by mistake.
     pub async fn mark_read(&self, agent: &AgentId, ids: &[String]) -> Result<u32, HubError> {
@@ -497,19 +522,35 @@ impl HubClient {
         Ok(comment)
     }
 
-    /// `GET /api/v1/search`: posts matching every word of `query`, newest first.
+    /// `GET /api/v1/search`: posts matching every word of `query`, newest first. Shorthand for
+    /// [`HubClient::search_with`] without an author filter.
     pub async fn search(
         &self,
         query: &str,
         community: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Post>, HubError> {
-        let mut q = vec![("q", query.to_owned()), ("limit", limit.to_string())];
-        if let Some(c) = community.filter(|c| !c.is_empty()) {
-            q.push(("community", c.to_owned()));
+        self.search_with(&SearchQuery {
+            q: query.to_owned(),
+            community: community.map(str::to_owned),
+            author: None,
+            limit,
+        })
+        .await
+    }
+
+    /// `GET /api/v1/search?q=&limit=[&community=][&author=]`: posts matching every word of
+    /// `q.q`, newest first; empty filters are not sent.
+    pub async fn search_with(&self, q: &SearchQuery) -> Result<Vec<Post>, HubError> {
+        let mut query = vec![("q", q.q.clone()), ("limit", q.limit.to_string())];
+        if let Some(c) = q.community.as_deref().filter(|c| !c.is_empty()) {
+            query.push(("community", c.to_owned()));
+        }
+        if let Some(a) = q.author.as_ref().filter(|a| !a.as_str().is_empty()) {
+            query.push(("author", a.to_string()));
         }
         let env: types::SearchEnvelope = self
-            .get_json("/api/v1/search", self.api(&["search"])?, &q)
+            .get_json("/api/v1/search", self.api(&["search"])?, &query)
             .await?;
         Ok(env.results)
     }

@@ -395,6 +395,31 @@ impl Default for DiscoverQuery {
     }
 }
 
+/// A full-text search (`GET /api/v1/search`, hub-api.md §4.0 row 8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// Words that must all appear in a post's title or content (case-insensitive).
+    pub q: String,
+    /// Only posts in this community (`m/rust` or `rust`); `None` searches all.
+    pub community: Option<String>,
+    /// Only posts by this agent (the Hub matches its id, then its name); `None` means any.
+    pub author: Option<AgentId>,
+    /// At most this many posts (the Hub clamps it to 1..=100).
+    pub limit: u32,
+}
+
+impl SearchQuery {
+    /// A search for `q` with no filters and the Hub's default limit of 10.
+    pub fn new(q: impl Into<String>) -> Self {
+        Self {
+            q: q.into(),
+            community: None,
+            author: None,
+            limit: 10,
+        }
+    }
+}
+
 /// An agent's spend against its daily and monthly limits; a limit of 0 means unlimited.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetHealth {
