@@ -2,6 +2,7 @@
 //! design §9, the auth model of §11.1, `{"detail": ...}` errors, the level-triggered long-poll
 //! and `Idempotency-Key` replay. Domain rules live in [`crate::store`].
 
+use crate::DevHubRules;
 use crate::metrics::{DevHubMetrics, RequestLabel};
 use crate::seed::Seed;
 use crate::store::{
@@ -55,7 +56,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let msg = e.to_string();
         match e {
-            StoreError::AgentNotFound(_) | StoreError::PostNotFound(_) => Self::NotFound(msg),
+            StoreError::AgentNotFound(_)
+            | StoreError::PostNotFound(_)
+            | StoreError::CommunityNotFound(_) => Self::NotFound(msg),
             StoreError::BadRequest(_) => Self::BadRequest(msg),
             StoreError::Invalid(_) => Self::Unprocessable(msg),
             StoreError::Conflict(_) => Self::Conflict(msg),
@@ -129,15 +132,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state, applying `seed` if given.
+    /// Builds the state with `rules` in force, then applies `seed` if given (so in strict
+    /// community mode, seed posts must name seeded communities).
     pub fn new(
         admin_key: Option<&str>,
         service_key: Option<&str>,
         seed: Option<&Seed>,
+        rules: &DevHubRules,
         registry: SharedRegistry,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
         let mut store = Store::default();
+        store.set_strict_communities(rules.strict_communities);
         if let Some(seed) = seed {
             store.apply_seed(seed)?;
         }
@@ -817,7 +823,13 @@ async fn consumption(State(app): State<App>, who: Principal, Body(b): Body<Value
 }
 
 async fn dev_reset(State(app): State<App>, _admin: AdminOnly) -> ApiResult {
-    *app.write() = Store::default();
+    {
+        // Data goes; the server's rules (strict community mode) stay.
+        let mut store = app.write();
+        let strict = store.strict_communities();
+        *store = Store::default();
+        store.set_strict_communities(strict);
+    }
     app.poll_enabled.store(true, Ordering::Relaxed);
     app.idempotency
         .lock()

@@ -5,7 +5,8 @@
 //! - [`api`]: HTTP routes, auth, long-poll, idempotency, `/_dev` control plane.
 //! - [`seed`]: the seed shape and the development defaults.
 //!
-//! In-process use: `start(DevHubConfig { .. }, token).await?` then `hub.url()`.
+//! In-process use: `start(DevHubConfig { .. }, token).await?` then `hub.url()`;
+//! [`start_with_rules`] switches on optional behaviours ([`DevHubRules`]).
 
 pub mod api;
 pub mod metrics;
@@ -45,6 +46,24 @@ impl Default for DevHubConfig {
             seed: Some(Seed::default_dev()),
             dev: true,
         }
+    }
+}
+
+/// Optional Hub behaviours (hub-api.md §11.2), all off by default. Set them with the `with_*`
+/// methods on [`DevHubRules::default`]; pass them to [`start_with_rules`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DevHubRules {
+    /// Strict community mode: `POST /api/v1/posts` naming a community that was never seeded or
+    /// created answers 404 (`Community 'm/x' not found`) instead of creating it.
+    pub strict_communities: bool,
+}
+
+impl DevHubRules {
+    /// Turns strict community mode on or off.
+    pub fn with_strict_communities(mut self, strict: bool) -> Self {
+        self.strict_communities = strict;
+        self
     }
 }
 
@@ -112,10 +131,21 @@ pub async fn start_with_registry(
     registry: SharedRegistry,
     shutdown: CancellationToken,
 ) -> Result<RunningHub, DevHubError> {
+    start_with_rules(config, DevHubRules::default(), registry, shutdown).await
+}
+
+/// Like [`start_with_registry`], with optional behaviours switched on by `rules`.
+pub async fn start_with_rules(
+    config: DevHubConfig,
+    rules: DevHubRules,
+    registry: SharedRegistry,
+    shutdown: CancellationToken,
+) -> Result<RunningHub, DevHubError> {
     let app = api::AppState::new(
         config.admin_key.as_deref(),
         config.service_key.as_deref(),
         config.seed.as_ref(),
+        &rules,
         registry,
         shutdown.clone(),
     )?;
@@ -134,7 +164,7 @@ pub async fn start_with_registry(
         // Small JSON answers: do not let Nagle delay them.
         let _ = tcp.set_nodelay(true);
     });
-    tracing::info!(%addr, dev = config.dev, "devhub_listening");
+    tracing::info!(%addr, dev = config.dev, strict_communities = rules.strict_communities, "devhub_listening");
     let handle = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.cancelled_owned())

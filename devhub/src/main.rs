@@ -1,7 +1,7 @@
 //! Thin entry point over the `botburrow_devhub` library: flags (each with an env twin), the
 //! `listening on` line, and SIGTERM/SIGINT handling.
 
-use botburrow_devhub::{DevHubConfig, DevHubError, Seed, start};
+use botburrow_devhub::{DevHubConfig, DevHubError, DevHubRules, Seed, start_with_rules};
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -28,6 +28,10 @@ struct Args {
     /// Enable the /_dev/* control plane (reset, seed, notifications, state, clock, poll).
     #[arg(long, env = "DEVHUB_DEV")]
     dev: bool,
+    /// Strict community mode: a post to a community that does not exist answers 404 instead
+    /// of creating it.
+    #[arg(long, env = "DEVHUB_STRICT_COMMUNITIES")]
+    strict_communities: bool,
 }
 
 #[tokio::main]
@@ -63,7 +67,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         seed: Some(seed),
         dev: args.dev,
     };
-    let hub = match start(config, token.clone()).await {
+    let rules = DevHubRules::default().with_strict_communities(args.strict_communities);
+    let registry = botburrow_shared::health::new_registry();
+    let hub = match start_with_rules(config, rules, registry, token.clone()).await {
         Ok(hub) => hub,
         Err(e @ DevHubError::Seed(_)) => match &args.seed {
             Some(path) => anyhow::bail!("seed file {}: {e}", path.display()),

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// Unknown post id (404).
     #[error("Post '{0}' not found")]
     PostNotFound(String),
+    /// A post to a community that does not exist, in strict community mode (404).
+    #[error("Community 'm/{0}' not found")]
+    CommunityNotFound(String),
     /// Input that is well-formed JSON but not acceptable (400).
     #[error("{0}")]
     BadRequest(String),
@@ -268,6 +271,7 @@ pub struct Store {
     notification_index: HashMap<String, usize>,
     consumption: Vec<ConsumptionRec>,
     communities: BTreeSet<String>,
+    strict_communities: bool,
     clock: Option<DateTime<Utc>>,
     next_id: u64,
 }
@@ -286,6 +290,17 @@ impl Store {
     /// Whether the fake clock is in use.
     pub fn clock_is_fixed(&self) -> bool {
         self.clock.is_some()
+    }
+
+    /// Strict community mode (hub-api.md §11.2): a post to an unknown community is refused
+    /// with [`StoreError::CommunityNotFound`] instead of creating the community.
+    pub fn set_strict_communities(&mut self, strict: bool) {
+        self.strict_communities = strict;
+    }
+
+    /// Whether strict community mode is on.
+    pub fn strict_communities(&self) -> bool {
+        self.strict_communities
     }
 
     fn next(&mut self, prefix: &str) -> String {
@@ -548,6 +563,9 @@ impl Store {
         let community = match input.community.as_deref().map(bare_community) {
             Some(c) if c.is_empty() => {
                 return Err(StoreError::Invalid("community must not be empty".into()));
+            }
+            Some(c) if self.strict_communities && !self.communities.contains(&c) => {
+                return Err(StoreError::CommunityNotFound(c));
             }
             Some(c) => {
                 self.communities.insert(c.clone());
@@ -942,6 +960,7 @@ impl Store {
         json!({
             "now": ts(self.now()),
             "clock_fixed": self.clock.is_some(),
+            "strict_communities": self.strict_communities,
             "agents": self.agents.values().map(Agent::full_json).collect::<Vec<_>>(),
             "communities": self.communities.iter().map(|c| format!("m/{c}")).collect::<Vec<_>>(),
             "posts": (0..self.posts.len()).map(|i| self.post_json(i)).collect::<Vec<_>>(),

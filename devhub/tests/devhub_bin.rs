@@ -1,5 +1,6 @@
 //! The `botburrow-devhub` binary as operators run it: flags and env twins, the `listening on`
-//! line, serving, SIGTERM exiting 0, and seed files that are missing or malformed.
+//! line, serving, SIGTERM exiting 0, seed files that are missing or malformed, and strict
+//! community mode.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -210,7 +211,98 @@ fn help_documents_every_flag_and_its_env_twin() {
         "--seed",
         "DEVHUB_SEED",
         "--dev",
+        "--strict-communities",
+        "DEVHUB_STRICT_COMMUNITIES",
     ] {
         assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
     }
+}
+
+/// Posts as ron (service key) to `community` (or none); returns the status and body.
+async fn post_to(
+    http: &reqwest::Client,
+    url: &str,
+    community: Option<&str>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut body = serde_json::json!({"agent_id": "ron", "content": "hello"});
+    if let Some(c) = community {
+        body["community"] = c.into();
+    }
+    let r = http
+        .post(format!("{url}/api/v1/posts"))
+        .bearer_auth("svc")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = r.status();
+    (status, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn strict_communities_refuses_unknown_communities_by_flag_or_env() {
+    let http = reqwest::Client::new();
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--service-key",
+        "svc",
+        "--dev",
+        "--admin-key",
+        "adm",
+    ];
+    let (flagged, url) = spawn(
+        Command::new(BIN)
+            .args(base)
+            .arg("--strict-communities")
+            .env_remove("DEVHUB_STRICT_COMMUNITIES"),
+    );
+    let (status, body) = post_to(&http, &url, Some("m/brand-new")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["detail"], "Community 'm/brand-new' not found");
+    // Seeded communities (in either spelling) and posts without one still work.
+    for community in [Some("m/general"), Some("rust"), None] {
+        let (status, body) = post_to(&http, &url, community).await;
+        assert_eq!(status, 201, "{community:?}: {body}");
+    }
+    let state: serde_json::Value = http
+        .get(format!("{url}/_dev/state"))
+        .bearer_auth("adm")
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["strict_communities"], true, "{state}");
+    assert_eq!(
+        state["posts"].as_array().map(Vec::len),
+        Some(3),
+        "nothing created by the 404"
+    );
+    let communities = state["communities"].as_array().cloned().unwrap_or_default();
+    assert!(!communities.iter().any(|c| c == "m/brand-new"), "{state}");
+    sigterm(&flagged);
+    assert_eq!(wait_exit(flagged).code(), Some(0));
+
+    let (env_twin, url) = spawn(
+        Command::new(BIN)
+            .args(base)
+            .env("DEVHUB_STRICT_COMMUNITIES", "true"),
+    );
+    assert_eq!(post_to(&http, &url, Some("m/brand-new")).await.0, 404);
+    sigterm(&env_twin);
+    assert_eq!(wait_exit(env_twin).code(), Some(0));
+
+    // Off by default: an unknown community is created.
+    let (lenient, url) = spawn(
+        Command::new(BIN)
+            .args(base)
+            .env_remove("DEVHUB_STRICT_COMMUNITIES"),
+    );
+    let (status, body) = post_to(&http, &url, Some("m/brand-new")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["community"], "m/brand-new");
+    sigterm(&lenient);
+    assert_eq!(wait_exit(lenient).code(), Some(0));
 }

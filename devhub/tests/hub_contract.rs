@@ -1,6 +1,6 @@
 //! The dev Hub against hub-api.md §11.3 over real HTTP: auth, mentions and fan-out, mark-read,
-//! posts and threads, staleness with the fake clock, budgets, discovery, search, idempotency and
-//! the `/_dev` control plane.
+//! posts and threads (and strict community mode), staleness with the fake clock, budgets,
+//! discovery, search, idempotency and the `/_dev` control plane.
 
 mod common;
 
@@ -517,6 +517,83 @@ async fn posts_and_threads_round_trip() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "parent from another post");
+}
+
+#[tokio::test]
+async fn strict_community_mode_refuses_unknown_communities_and_survives_a_reset() {
+    use botburrow_devhub::{DevHubRules, Seed};
+    let strict = || DevHubRules::default().with_strict_communities(true);
+    let hub = TestHub::start_with_rules(Some(Seed::default_dev()), true, strict()).await;
+    let post = |body: Value| hub.post(Some(SERVICE), "/api/v1/posts", body);
+    for body in [
+        json!({"agent_id": "ron", "content": "b", "community": "m/brand-new"}),
+        json!({"agent_id": "ron", "content": "b", "submolt": "brand-new"}),
+    ] {
+        let (s, v) = post(body).await;
+        assert_eq!(
+            (s, v),
+            (
+                StatusCode::NOT_FOUND,
+                json!({"detail": "Community 'm/brand-new' not found"})
+            )
+        );
+    }
+    let st = hub.state().await;
+    assert_eq!(st["posts"].as_array().map(Vec::len), Some(0), "{st}");
+    assert!(
+        !st["communities"]
+            .as_array()
+            .expect("communities")
+            .contains(&json!("m/brand-new")),
+        "{st}"
+    );
+    assert_eq!(st["strict_communities"], true);
+    let (s, v) = post(json!({"agent_id": "ron", "content": "b", "submolt": "General"})).await;
+    assert_eq!(
+        (s, &v["community"]),
+        (StatusCode::CREATED, &json!("m/general"))
+    );
+    let (s, v) = post(json!({"agent_id": "ron", "content": "no community"})).await;
+    assert_eq!((s, &v["community"]), (StatusCode::CREATED, &Value::Null));
+
+    // A reset empties the communities but keeps the mode; seeding one makes it postable.
+    let (s, _) = hub.post(Some(ADMIN), "/_dev/reset", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = hub
+        .post(
+            Some(ADMIN),
+            "/_dev/seed",
+            json!({"agents": [{"name": "h", "type": "human"}], "communities": ["m/fresh"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = post(json!({"agent_id": "h", "content": "b", "community": "m/general"})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "m/general was reset away");
+    let (s, _) = post(json!({"agent_id": "h", "content": "b", "community": "m/fresh"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(hub.state().await["strict_communities"], true);
+
+    // In strict mode a seed post must name a seeded community.
+    let mut seed = Seed::default_dev();
+    seed.posts.push(botburrow_devhub::SeedPost {
+        author: "ron".into(),
+        title: None,
+        content: "hi".into(),
+        community: Some("m/elsewhere".into()),
+    });
+    let err = botburrow_devhub::start_with_rules(
+        common::config(Some(seed), false),
+        strict(),
+        botburrow_shared::health::new_registry(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("the seed names an unknown community");
+    assert!(
+        err.to_string()
+            .contains("Community 'm/elsewhere' not found"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! development seed, raw HTTP helpers and a fast-retrying typed client.
 #![allow(dead_code)]
 
-use botburrow_devhub::{DevHubConfig, RunningHub, Seed, start};
+use botburrow_devhub::{DevHubConfig, DevHubRules, RunningHub, Seed, start_with_rules};
 use botburrow_shared::hub::{HubClient, RetryPolicy};
 use botburrow_shared::settings::Secret;
 use reqwest::StatusCode;
@@ -17,6 +17,17 @@ pub const RON: &str = "botburrow_human_dev_ron";
 /// The development seed's key for `name`.
 pub fn agent_key(name: &str) -> String {
     format!("botburrow_agent_dev_{name}")
+}
+
+/// Loopback on a free port with the test keys.
+pub fn config(seed: Option<Seed>, dev: bool) -> DevHubConfig {
+    DevHubConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_key: Some(ADMIN.into()),
+        service_key: Some(SERVICE.into()),
+        seed,
+        dev,
+    }
 }
 
 pub struct TestHub {
@@ -37,15 +48,15 @@ impl TestHub {
     }
 
     pub async fn start_with(seed: Option<Seed>, dev: bool) -> Self {
+        Self::start_with_rules(seed, dev, DevHubRules::default()).await
+    }
+
+    pub async fn start_with_rules(seed: Option<Seed>, dev: bool, rules: DevHubRules) -> Self {
         let token = CancellationToken::new();
-        let hub = start(
-            DevHubConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                admin_key: Some(ADMIN.into()),
-                service_key: Some(SERVICE.into()),
-                seed,
-                dev,
-            },
+        let hub = start_with_rules(
+            config(seed, dev),
+            rules,
+            botburrow_shared::health::new_registry(),
             token.clone(),
         )
         .await
