@@ -292,6 +292,14 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
             args: vec![],
         },
     );
+    // The test server standing in for botburrow-hub-mcp, to see what the built-in `hub` gets.
+    opts.builtin_commands.insert(
+        "hub".into(),
+        CommandSpec {
+            program: test_server(),
+            args: vec![],
+        },
+    );
     let ws = tempfile::tempdir().expect("workspace");
     let agent = AgentId::new("agent-7");
     // github:write (implies read): the test server's `env` tool is unknown to the github table,
@@ -304,7 +312,9 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     let servers = vec![
         McpServerEntry::Builtin("github".into()),
         McpServerEntry::Builtin("brave".into()),
+        McpServerEntry::Builtin("hub".into()),
         custom("hubby", Some("hub:read"), &[]),
+        custom("hubwriter", Some("hub:write"), &[]),
         with_env,
     ];
     let mgr = McpManager::start(
@@ -320,7 +330,7 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     .expect("starts");
     assert_eq!(
         mgr.servers(),
-        vec!["github", "hubby", "notes"],
+        vec!["github", "hub", "hubby", "hubwriter", "notes"],
         "brave needs brave:search"
     );
 
@@ -335,7 +345,9 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     assert_eq!(github["GITHUB_PERSONAL_ACCESS_TOKEN"], "ghp_test_pat");
     assert_eq!(github["HOME"], ws_text);
 
-    let hub = env_map(&mgr.call("mcp_hubby_env", json!({})).await.text);
+    // Only the built-in hub server (botburrow-hub-mcp, acting as this one agent) gets the
+    // fleet's Hub key.
+    let hub = env_map(&mgr.call("mcp_hub_env", json!({})).await.text);
     let keys: Vec<&str> = hub.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -353,6 +365,18 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     assert_eq!(hub["HUB_AGENT_ID"], "agent-7");
     assert_eq!(hub["HUB_API_KEY"], "hub_test_key");
     assert_eq!(hub["HUB_GRANTS"], "hub:write");
+
+    // A custom command with a hub grant never sees it (it could act as any agent with it).
+    for server in ["hubby", "hubwriter"] {
+        let text = mgr.call(&format!("mcp_{server}_env"), json!({})).await.text;
+        let env = env_map(&text);
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["HOME", "LANG", "PATH"], "{server}: {env:?}");
+        assert!(
+            !text.contains("hub_test_key"),
+            "{server} got the Hub key: {text}"
+        );
+    }
 
     let notes = env_map(&mgr.call("mcp_notes_env", json!({})).await.text);
     let keys: Vec<&str> = notes.keys().map(String::as_str).collect();

@@ -8,7 +8,10 @@
 //! | `brave` | `npx -y @modelcontextprotocol/server-brave-search` | `brave:search` | `BRAVE_API_KEY` |
 //! | `filesystem` | `npx -y @modelcontextprotocol/server-filesystem <workspace>` | any `filesystem:`/`fs:` grant | none |
 //! | `postgres` | `npx -y @modelcontextprotocol/server-postgres $DATABASE_URL` | any `postgres:` grant | `DATABASE_URL` |
-//! | `hub` | `botburrow-hub-mcp` (next to the runner binary, else on `PATH`) | `hub:read` (or write, or `*`) | `HUB_URL`, `HUB_API_KEY`, `HUB_AGENT_ID` |
+//! | `hub` | `botburrow-hub-mcp` (next to the runner binary, else on `PATH`) | `hub:read` (or write, or `*`) | `HUB_URL`, `HUB_API_KEY`, `HUB_AGENT_ID`, `HUB_GRANTS` |
+//!
+//! The fleet's `HUB_API_KEY` goes to the built-in `hub` server only, never to a custom server,
+//! whatever its grant.
 //!
 //! Tools a built-in server offers are classified read or write by [`tool_access`]; a tool this
 //! table does not know counts as write, so a server upgrade can never hand a read-only agent a

@@ -9,7 +9,9 @@
 //! - Each server gets a minimal environment: `PATH`, `HOME` (= the workspace), `LANG`, its own
 //!   `env` entries, and only the credentials its grants unlock. The runner's other secrets
 //!   (LLM keys, the Valkey URL, other tools' tokens) never reach it. A custom entry gets the
-//!   credentials of its grant's service (`grant: github:read` -> the GitHub token).
+//!   tool credential of its grant's service (`grant: github:read` -> the GitHub token), but
+//!   never the fleet's Hub key: `HUB_API_KEY` can act as any agent, so only the built-in `hub`
+//!   server (our own `botburrow-hub-mcp`, acting as this one agent) receives it.
 //! - Startup is bounded; a server that fails to start fails the activation with
 //!   `MCP server 'github' failed to start: <reason>` unless its entry is `optional`.
 //! - Tools a grant does not cover are not offered to the model, and a forged call by name is
@@ -80,9 +82,9 @@ pub struct ToolCredentials {
     pub brave_api_key: Option<Secret>,
     /// `DATABASE_URL`, with a `postgres:` grant.
     pub database_url: Option<Secret>,
-    /// `HUB_URL`, with `hub:read`.
+    /// `HUB_URL`, for the built-in `hub` server with `hub:read`.
     pub hub_url: Option<String>,
-    /// `HUB_API_KEY`, with `hub:read`.
+    /// `HUB_API_KEY` (the fleet's key), only ever for the built-in `hub` server.
     pub hub_api_key: Option<Secret>,
 }
 
@@ -449,7 +451,11 @@ fn custom_spec(
     for (k, v) in &c.env {
         env.insert(k.clone(), Secret::new(v.clone()));
     }
-    credential_env(grant.service(), act, &opts.credentials, &mut env);
+    // The fleet's Hub key can act as any agent: a custom command never gets it (nor the other
+    // Hub variables); only the built-in `hub` server does.
+    if grant.service() != "hub" {
+        credential_env(grant.service(), act, &opts.credentials, &mut env);
+    }
     Ok(Ok(LaunchSpec {
         name: c.name.clone(),
         program: PathBuf::from(&c.command),
