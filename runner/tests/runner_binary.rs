@@ -1,5 +1,6 @@
-//! The `botburrow-runner` binary as a real child process: SIGTERM mid-activation and SIGKILL
-//! mid-activation lose nothing, and replies are posted exactly once.
+//! The `botburrow-runner` binary as a real child process: invalid settings exit 64 naming every
+//! problem, a running binary serves `/health`, `/ready` and `/metrics` on `METRICS_PORT`, SIGTERM
+//! mid-activation and SIGKILL mid-activation lose nothing, and replies are posted exactly once.
 
 mod runner_support;
 
@@ -50,6 +51,53 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
     }
 }
 
+/// GET on the runner's health server: status and body, `None` if it did not answer (never panics,
+/// so callers can stop the child before asserting).
+async fn get(f: &Fleet, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://127.0.0.1:{}{path}", f.metrics_port);
+    let response = f.http.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// Whether a `/metrics` body shows a heartbeat written (a non-zero timestamp).
+fn heartbeat_written(metrics: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.strip_prefix("botburrow_runner_heartbeat_timestamp_seconds ")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    })
+}
+
+#[tokio::test]
+async fn invalid_settings_exit_64_naming_every_problem() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_botburrow-runner"));
+    // no HUB_URL (nor anything else) from the environment the tests run in
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.env("RUNNER_MODE", "turbo")
+        .env("MAX_CONCURRENT_ACTIVATIONS", "lots")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the runner exits at once on invalid settings")
+        .expect("run botburrow-runner");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{:?}\n{err}", out.status);
+    for var in ["HUB_URL", "RUNNER_MODE", "MAX_CONCURRENT_ACTIVATIONS"] {
+        assert!(
+            err.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{var}: "))),
+            "{var} not named in:\n{err}"
+        );
+    }
+    assert!(err.contains("(3 problem(s))"), "exactly these three: {err}");
+    assert!(err.contains("'turbo'") && err.contains("'lots'"), "{err}");
+}
+
 #[tokio::test]
 async fn sigterm_mid_activation_hands_the_item_back_and_exits_zero() {
     let mut f = Fleet::start().await;
@@ -75,9 +123,44 @@ async fn sigterm_mid_activation_hands_the_item_back_and_exits_zero() {
     );
     assert_eq!(f.queue.active().await.expect("active").len(), 1);
 
+    // While it works, the binary serves health, readiness and metrics over HTTP on METRICS_PORT.
+    // Gathered here, asserted after the SIGTERM, so a failing check cannot leave the child running.
+    let health = get(&f, "/health").await;
+    let ready = get(&f, "/ready").await;
+    // the heartbeat task writes its first beat independently of the claim; wait for it
+    let beat_seen = eventually(Duration::from_secs(10), || async {
+        get(&f, "/metrics")
+            .await
+            .is_some_and(|(_, m)| heartbeat_written(&m))
+    })
+    .await;
+    let metrics = get(&f, "/metrics").await;
+
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     let status = wait_exit(&mut child, Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(health.map(|(code, _)| code), Some(200));
+    let (code, body) = ready.expect("GET /ready answered");
+    assert_eq!(code, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("/ready is JSON");
+    assert_eq!(
+        ready["checks"],
+        serde_json::json!(["valkey", "agent_definitions"]),
+        "{ready}"
+    );
+    let (code, metrics) = metrics.expect("GET /metrics answered");
+    assert_eq!(code, 200);
+    assert!(beat_seen && heartbeat_written(&metrics), "{metrics}");
+    // mid-activation: one claim observed, one activation in flight
+    for line in [
+        "botburrow_activations_in_flight 1",
+        "botburrow_queue_wait_seconds_count 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
 
     // Handed back, not lost: waiting again with the same attempt, no lease, nothing posted or read.
     let waiting = f.queue.peek(Priority::High, 10).await.expect("peek");
