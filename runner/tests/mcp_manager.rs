@@ -388,6 +388,96 @@ async fn each_server_gets_a_minimal_env_with_only_its_granted_credentials() {
     mgr.shutdown().await;
 }
 
+async fn start_with(
+    opts: &botburrow_runner::mcp::McpOptions,
+    list: &[&str],
+    servers: &[McpServerEntry],
+    ws: &std::path::Path,
+) -> Result<McpManager, botburrow_runner::mcp::McpError> {
+    let agent = AgentId::new("analyst");
+    let g = grants(list);
+    McpManager::start(
+        opts,
+        McpActivation {
+            agent_id: &agent,
+            workspace: ws,
+            grants: &g,
+            servers,
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn postgres_gets_only_the_url_of_the_granted_database() {
+    use botburrow_shared::settings::Secret;
+    let (mut opts, _registry) = options();
+    opts.builtin_commands.insert(
+        "postgres".into(),
+        CommandSpec {
+            program: test_server(),
+            args: vec![],
+        },
+    );
+    // The runner's plain DATABASE_URL names the hr database.
+    opts.credentials.database_url = Some(Secret::new("postgres://u:pw@127.0.0.1:1/hr"));
+    let ws = tempfile::tempdir().expect("workspace");
+    let servers = vec![
+        McpServerEntry::Builtin("postgres".into()),
+        custom("pgtool", Some("postgres:sales:read"), &[]),
+    ];
+
+    // A sales grant must not receive the hr URL: the server fails to start, naming the grant.
+    let err = start_with(&opts, &["postgres:sales:write"], &servers, ws.path())
+        .await
+        .err()
+        .expect("no URL for sales");
+    assert_eq!(
+        err.to_string(),
+        "MCP server 'postgres' failed to start: no database URL for the grant postgres:sales:write (set DATABASE_URL_SALES, or a DATABASE_URL whose database is 'sales')"
+    );
+
+    // With DATABASE_URL_SALES, the built-in and the custom server both get the sales URL only.
+    opts.credentials.database_urls.insert(
+        "SALES".into(),
+        Secret::new("postgres://ro:pw@127.0.0.1:1/sales"),
+    );
+    let mgr = start_with(&opts, &["postgres:sales:write"], &servers, ws.path())
+        .await
+        .expect("starts");
+    for server in ["postgres", "pgtool"] {
+        let text = mgr.call(&format!("mcp_{server}_env"), json!({})).await.text;
+        let env = env_map(&text);
+        assert_eq!(
+            env.get("DATABASE_URL").map(String::as_str),
+            Some("postgres://ro:pw@127.0.0.1:1/sales"),
+            "{server}: {text}"
+        );
+        assert!(!text.contains("/hr"), "{server} got the hr URL: {text}");
+    }
+    mgr.shutdown().await;
+
+    // Connected to sales, the built-in server's tools are checked against the grants on sales:
+    // a write grant on another database does not make its write tools callable.
+    opts.credentials.database_url = None;
+    let servers = vec![McpServerEntry::Builtin("postgres".into())];
+    let mgr = start_with(
+        &opts,
+        &["postgres:sales:read", "postgres:hr:write"],
+        &servers,
+        ws.path(),
+    )
+    .await
+    .expect("starts");
+    // `env` is not in the postgres read table, so it counts as a write tool.
+    let out = mgr.call("mcp_postgres_env", json!({})).await;
+    assert_eq!(
+        out.text,
+        "Tool 'mcp_postgres_env' is not permitted: it needs the grant postgres:sales:write"
+    );
+    mgr.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_server_that_cannot_start_fails_the_activation_with_its_name() {
     let (mut opts, registry) = options();

@@ -7,11 +7,12 @@
 //! | `github` | `npx -y @modelcontextprotocol/server-github` | any `github:` grant | `GITHUB_PERSONAL_ACCESS_TOKEN` <- `GITHUB_PAT` |
 //! | `brave` | `npx -y @modelcontextprotocol/server-brave-search` | `brave:search` | `BRAVE_API_KEY` |
 //! | `filesystem` | `npx -y @modelcontextprotocol/server-filesystem <workspace>` | any `filesystem:`/`fs:` grant | none |
-//! | `postgres` | `npx -y @modelcontextprotocol/server-postgres $DATABASE_URL` | any `postgres:` grant | `DATABASE_URL` |
+//! | `postgres` | `npx -y @modelcontextprotocol/server-postgres <url>` | any `postgres:` grant | `DATABASE_URL` = the granted database's URL: `DATABASE_URL_<DB>`, else `DATABASE_URL` only if its path names `<db>` (`postgres:*`: `DATABASE_URL`) |
 //! | `hub` | `botburrow-hub-mcp` (next to the runner binary, else on `PATH`) | `hub:read` (or write, or `*`) | `HUB_URL`, `HUB_API_KEY`, `HUB_AGENT_ID`, `HUB_GRANTS` |
 //!
 //! The fleet's `HUB_API_KEY` goes to the built-in `hub` server only, never to a custom server,
-//! whatever its grant.
+//! whatever its grant. The postgres server's tools are checked against the grants on the one
+//! database it connects to.
 //!
 //! Tools a built-in server offers are classified read or write by [`tool_access`]; a tool this
 //! table does not know counts as write, so a server upgrade can never hand a read-only agent a

@@ -12,6 +12,7 @@
 //!   tool credential of its grant's service (`grant: github:read` -> the GitHub token), but
 //!   never the fleet's Hub key: `HUB_API_KEY` can act as any agent, so only the built-in `hub`
 //!   server (our own `botburrow-hub-mcp`, acting as this one agent) receives it.
+//! - A postgres grant unlocks only the URL of its own database (see [`ToolCredentials::database_url_for`]).
 //! - Startup is bounded; a server that fails to start fails the activation with
 //!   `MCP server 'github' failed to start: <reason>` unless its entry is `optional`.
 //! - Tools a grant does not cover are not offered to the model, and a forged call by name is
@@ -80,29 +81,177 @@ pub struct ToolCredentials {
     pub github_pat: Option<Secret>,
     /// `BRAVE_API_KEY`, with `brave:search`.
     pub brave_api_key: Option<Secret>,
-    /// `DATABASE_URL`, with a `postgres:` grant.
+    /// `DATABASE_URL`: handed over for `postgres:*`, or for `postgres:<db>:...` when the
+    /// database in its path is `<db>` and no `DATABASE_URL_<DB>` is set.
     pub database_url: Option<Secret>,
+    /// `DATABASE_URL_<DB>` per database, keyed by `<DB>` (see [`database_env_key`]).
+    pub database_urls: BTreeMap<String, Secret>,
     /// `HUB_URL`, for the built-in `hub` server with `hub:read`.
     pub hub_url: Option<String>,
     /// `HUB_API_KEY` (the fleet's key), only ever for the built-in `hub` server.
     pub hub_api_key: Option<Secret>,
 }
 
+/// Prefix of the per-database URL variables (`DATABASE_URL_SALES` for database `sales`).
+pub const DATABASE_URL_PREFIX: &str = "DATABASE_URL_";
+
+/// The `<DB>` of `DATABASE_URL_<DB>` for a database name: uppercased, every character outside
+/// `[A-Z0-9]` replaced by `_` (`sales-eu` -> `SALES_EU`).
+pub fn database_env_key(db: &str) -> String {
+    db.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The database a postgres URL names in its path (`postgres://u@h:5432/sales?sslmode=require`
+/// -> `sales`), percent-decoded; `None` when it names none or is not a URL.
+pub fn url_database(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let first = parsed.path().trim_start_matches('/').split('/').next()?;
+    let db = percent_decode(first)?;
+    (!db.is_empty()).then_some(db)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The URL the postgres server gets, and which database (`None` for `postgres:*`) it is for.
+/// `Debug` shows the database, never the URL.
+#[derive(Clone, Debug)]
+pub struct PostgresCredential {
+    /// The database the grant names (`None` = `postgres:*`, any database).
+    pub database: Option<String>,
+    /// The URL to connect with.
+    pub url: Secret,
+}
+
 impl ToolCredentials {
     /// Reads `GITHUB_PAT`, `BRAVE_API_KEY`, `DATABASE_URL`, `HUB_URL`, `HUB_API_KEY`
-    /// (the `BOTBURROW_` prefixed forms win, as in settings).
+    /// (the `BOTBURROW_` prefixed forms win, as in settings), and every `DATABASE_URL_<DB>`.
+    /// The per-database variables are found by name in the process environment and their
+    /// values read through `env`, so a test `env` must also be visible to the process, or set
+    /// [`ToolCredentials::database_urls`] itself.
     pub fn from_env(env: &dyn EnvSource) -> Self {
         let get = |name: &str| {
             env.var(&format!("BOTBURROW_{name}"))
                 .or_else(|| env.var(name))
         };
+        let mut database_urls = BTreeMap::new();
+        for (name, _) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let bare = name.strip_prefix("BOTBURROW_").unwrap_or(name);
+            if let Some(key) = bare.strip_prefix(DATABASE_URL_PREFIX)
+                && !key.is_empty()
+                && let Some(url) = get(bare)
+            {
+                database_urls.insert(key.to_string(), Secret::new(url));
+            }
+        }
         Self {
             github_pat: get("GITHUB_PAT").map(Secret::new),
             brave_api_key: get("BRAVE_API_KEY").map(Secret::new),
             database_url: get("DATABASE_URL").map(Secret::new),
+            database_urls,
             hub_url: get("HUB_URL").map(|u| u.trim_end_matches('/').to_string()),
             hub_api_key: get("HUB_API_KEY").map(Secret::new),
         }
+    }
+
+    /// The URL a postgres grant on database `db` unlocks (`None` = `postgres:*`):
+    /// `DATABASE_URL_<DB>` when set; else `DATABASE_URL`, but only when the database in its
+    /// path is exactly `db` (or the grant is `postgres:*`); else nothing.
+    pub fn database_url_for(&self, db: Option<&str>) -> Option<&Secret> {
+        match db {
+            None => self.database_url.as_ref(),
+            Some(db) => self.database_urls.get(&database_env_key(db)).or_else(|| {
+                self.database_url
+                    .as_ref()
+                    .filter(|u| url_database(u.expose()).as_deref() == Some(db))
+            }),
+        }
+    }
+
+    /// The one database URL the postgres grants in `grants` unlock. `postgres:*` wins and means
+    /// `DATABASE_URL`. Otherwise every `postgres:<db>:...` grant is resolved with
+    /// [`ToolCredentials::database_url_for`]; grants whose database has no URL are skipped, and
+    /// grants that resolve to different URLs are an error (one server connects to one database).
+    /// The error names the grants and the variables that would satisfy them.
+    pub fn postgres_credential(&self, grants: &Grants) -> Result<PostgresCredential, String> {
+        let pg: Vec<&Grant> = grants
+            .iter()
+            .filter(|g| g.service() == "postgres")
+            .collect();
+        if pg.is_empty() {
+            return Err("no postgres grant".to_string());
+        }
+        if pg.iter().any(|g| g.scope() == "*") {
+            return self
+                .database_url
+                .clone()
+                .map(|url| PostgresCredential {
+                    database: None,
+                    url,
+                })
+                .ok_or_else(|| {
+                    "no database URL for the grant postgres:*: DATABASE_URL is not set in the runner's environment"
+                        .to_string()
+                });
+        }
+        let mut found: Vec<(String, &Grant, &Secret)> = Vec::new();
+        let mut missing = Vec::new();
+        for g in pg {
+            let scope = g.scope();
+            let db = scope.split(':').next().unwrap_or_default().to_string();
+            match self.database_url_for(Some(&db)) {
+                Some(url) => found.push((db, g, url)),
+                None => missing.push((db, g)),
+            }
+        }
+        let Some((db, _, url)) = found.first() else {
+            let wanted: Vec<String> = missing
+                .iter()
+                .map(|(db, g)| {
+                    format!(
+                        "{g} (set {DATABASE_URL_PREFIX}{}, or a DATABASE_URL whose database is '{db}')",
+                        database_env_key(db)
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "no database URL for the grant {}",
+                wanted.join(", ")
+            ));
+        };
+        if let Some((_, other, _)) = found.iter().find(|(_, _, u)| u.expose() != url.expose()) {
+            return Err(format!(
+                "the grants {} and {other} are for different databases, and the built-in postgres server connects to one; declare one custom server per database, each with its own grant",
+                found[0].1
+            ));
+        }
+        Ok(PostgresCredential {
+            database: Some(db.clone()),
+            url: (*url).clone(),
+        })
     }
 }
 
@@ -112,6 +261,10 @@ impl std::fmt::Debug for ToolCredentials {
             .field("github_pat", &self.github_pat.is_some())
             .field("brave_api_key", &self.brave_api_key.is_some())
             .field("database_url", &self.database_url.is_some())
+            .field(
+                "database_urls",
+                &self.database_urls.keys().collect::<Vec<_>>(),
+            )
             .field("hub_url", &self.hub_url)
             .field("hub_api_key", &self.hub_api_key.is_some())
             .finish()
@@ -268,6 +421,11 @@ enum ToolGate {
     Builtin {
         server: String,
     },
+    /// The built-in postgres server, connected to one database (`*` for `postgres:*`): its
+    /// tools are checked against the grants on that database only.
+    Postgres {
+        database: String,
+    },
     Custom {
         service: String,
         scopes: BTreeMap<String, String>,
@@ -288,6 +446,15 @@ impl ToolGate {
                         "postgres" => format!("postgres:<db>:{}", access.as_str()),
                         _ => format!("{server}:{}", access.as_str()),
                     })
+                }
+            }
+            ToolGate::Postgres { database } => {
+                let access = builtin::tool_access("postgres", tool);
+                let scope = format!("{database}:{}", access.as_str());
+                if grants.allows("postgres", &scope) {
+                    Ok(())
+                } else {
+                    Err(format!("postgres:{scope}"))
                 }
             }
             ToolGate::Custom { service, scopes } => match scopes.get(tool) {
@@ -332,13 +499,15 @@ fn unique_name(base: String, taken: &mut HashSet<String>) -> String {
     unreachable!("an unbounded counter always finds a free name")
 }
 
-fn credential_env(
+/// The tool credential of `service` (`github`, `brave`) when the agent's grants unlock it.
+/// Postgres and the Hub are handled by their own functions: the database URL depends on which
+/// database is granted, and the Hub key goes to the built-in `hub` server only.
+fn tool_credential_env(
     service: &str,
-    act: &McpActivation<'_>,
+    grants: &Grants,
     creds: &ToolCredentials,
     env: &mut BTreeMap<String, Secret>,
 ) {
-    let grants = act.grants;
     match service {
         "github" if grants.allows("github", "read") => {
             if let Some(pat) = &creds.github_pat {
@@ -350,29 +519,56 @@ fn credential_env(
                 env.insert("BRAVE_API_KEY".into(), k.clone());
             }
         }
-        "postgres" if grants.has_service("postgres") => {
-            if let Some(u) = &creds.database_url {
-                env.insert("DATABASE_URL".into(), u.clone());
-            }
-        }
-        "hub" if grants.allows("hub", "read") => {
-            if let Some(u) = &creds.hub_url {
-                env.insert("HUB_URL".into(), Secret::new(u.clone()));
-            }
-            if let Some(k) = &creds.hub_api_key {
-                env.insert("HUB_API_KEY".into(), k.clone());
-            }
-            env.insert("HUB_AGENT_ID".into(), Secret::new(act.agent_id.as_str()));
-            // The Hub server enforces the same grants itself (for CLI clients that list every tool).
-            let hub: Vec<String> = grants
-                .iter()
-                .filter(|g| g.service() == "hub")
-                .map(|g| g.to_string())
-                .collect();
-            env.insert("HUB_GRANTS".into(), Secret::new(hub.join(",")));
-        }
         _ => {}
     }
+}
+
+/// The environment of the built-in `hub` server (never of a custom one): `HUB_URL`, the fleet's
+/// `HUB_API_KEY`, `HUB_AGENT_ID` and `HUB_GRANTS`, with which `botburrow-hub-mcp` acts as this
+/// one agent and enforces the agent's hub grants itself.
+fn hub_env(act: &McpActivation<'_>, creds: &ToolCredentials, env: &mut BTreeMap<String, Secret>) {
+    let grants = act.grants;
+    if !grants.allows("hub", "read") {
+        return;
+    }
+    if let Some(u) = &creds.hub_url {
+        env.insert("HUB_URL".into(), Secret::new(u.clone()));
+    }
+    if let Some(k) = &creds.hub_api_key {
+        env.insert("HUB_API_KEY".into(), k.clone());
+    }
+    env.insert("HUB_AGENT_ID".into(), Secret::new(act.agent_id.as_str()));
+    // The Hub server enforces the same grants itself (for CLI clients that list every tool).
+    let hub: Vec<String> = grants
+        .iter()
+        .filter(|g| g.service() == "hub")
+        .map(|g| g.to_string())
+        .collect();
+    env.insert("HUB_GRANTS".into(), Secret::new(hub.join(",")));
+}
+
+/// The database URL a custom server with postgres grant `grant` may get: for `postgres:*` the
+/// same choice as the built-in server (over the agent's grants); for `postgres:<db>:...` the
+/// URL of `<db>`, if the agent holds a grant on `<db>` at all.
+fn custom_postgres_url(
+    grant: &Grant,
+    grants: &Grants,
+    creds: &ToolCredentials,
+) -> Result<Secret, String> {
+    let scope = grant.scope();
+    if scope == "*" {
+        return creds.postgres_credential(grants).map(|c| c.url);
+    }
+    let db = scope.split(':').next().unwrap_or_default();
+    if !grants.allows("postgres", &format!("{db}:read")) {
+        return Err(format!("the agent holds no grant on database '{db}'"));
+    }
+    creds.database_url_for(Some(db)).cloned().ok_or_else(|| {
+        format!(
+            "no database URL for the grant {grant}: set {DATABASE_URL_PREFIX}{}, or a DATABASE_URL whose database is '{db}'",
+            database_env_key(db)
+        )
+    })
 }
 
 /// Decides whether `entry` may start and how: `Ok(None)` when the grants refuse it (with the
@@ -403,19 +599,30 @@ pub fn launch_spec(
             };
             let mut args: Vec<Secret> = args.into_iter().map(Secret::new).collect();
             let mut unavailable = None;
-            credential_env(builtin::service_of(name), act, &opts.credentials, &mut env);
+            let mut gate = ToolGate::Builtin {
+                server: name.clone(),
+            };
             match name.as_str() {
                 "filesystem" => {
                     args.push(Secret::new(act.workspace.to_string_lossy().into_owned()))
                 }
-                "postgres" => match env.get("DATABASE_URL") {
-                    Some(url) => args.push(url.clone()),
-                    None => {
-                        unavailable =
-                            Some("DATABASE_URL is not set in the runner's environment".to_string())
+                "postgres" => match opts.credentials.postgres_credential(act.grants) {
+                    Ok(pg) => {
+                        env.insert("DATABASE_URL".into(), pg.url.clone());
+                        args.push(pg.url);
+                        gate = ToolGate::Postgres {
+                            database: pg.database.unwrap_or_else(|| "*".to_string()),
+                        };
                     }
+                    Err(reason) => unavailable = Some(reason),
                 },
-                _ => {}
+                "hub" => hub_env(act, &opts.credentials, &mut env),
+                other => tool_credential_env(
+                    builtin::service_of(other),
+                    act.grants,
+                    &opts.credentials,
+                    &mut env,
+                ),
             }
             Ok(Ok(LaunchSpec {
                 name: name.clone(),
@@ -424,9 +631,7 @@ pub fn launch_spec(
                 env,
                 optional: false,
                 unavailable,
-                gate: ToolGate::Builtin {
-                    server: name.clone(),
-                },
+                gate,
             }))
         }
         McpServerEntry::Custom(c) => custom_spec(opts, act, c, env),
@@ -451,10 +656,19 @@ fn custom_spec(
     for (k, v) in &c.env {
         env.insert(k.clone(), Secret::new(v.clone()));
     }
-    // The fleet's Hub key can act as any agent: a custom command never gets it (nor the other
-    // Hub variables); only the built-in `hub` server does.
-    if grant.service() != "hub" {
-        credential_env(grant.service(), act, &opts.credentials, &mut env);
+    match grant.service() {
+        // The fleet's Hub key can act as any agent: a custom command never gets it (nor the
+        // other Hub variables); only the built-in `hub` server does.
+        "hub" => {}
+        "postgres" => match custom_postgres_url(&grant, act.grants, &opts.credentials) {
+            Ok(url) => {
+                env.insert("DATABASE_URL".into(), url);
+            }
+            Err(reason) => {
+                tracing::warn!(agent_id = %act.agent_id, server = %c.name, grant = %grant, reason = %reason, "mcp_server_no_database_url");
+            }
+        },
+        service => tool_credential_env(service, act.grants, &opts.credentials, &mut env),
     }
     Ok(Ok(LaunchSpec {
         name: c.name.clone(),
@@ -929,6 +1143,129 @@ impl Drop for McpManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn g(list: &[&str]) -> Grants {
+        Grants::parse("t", list).expect("valid")
+    }
+
+    fn creds(plain: Option<&str>, per_db: &[(&str, &str)]) -> ToolCredentials {
+        ToolCredentials {
+            database_url: plain.map(Secret::new),
+            database_urls: per_db
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect(),
+            ..ToolCredentials::default()
+        }
+    }
+
+    fn chosen(c: &ToolCredentials, grants: &[&str]) -> Result<(Option<String>, String), String> {
+        c.postgres_credential(&g(grants))
+            .map(|p| (p.database, p.url.expose().to_string()))
+    }
+
+    #[test]
+    fn database_keys_and_url_databases() {
+        assert_eq!(database_env_key("sales"), "SALES");
+        assert_eq!(database_env_key("sales-eu.v2"), "SALES_EU_V2");
+        assert_eq!(
+            url_database("postgres://u:pw@db:5432/sales?sslmode=require").as_deref(),
+            Some("sales")
+        );
+        assert_eq!(
+            url_database("postgresql:///my%2Ddb").as_deref(),
+            Some("my-db")
+        );
+        assert_eq!(url_database("postgres://u@db:5432"), None);
+        assert_eq!(url_database("postgres://u@db:5432/"), None);
+        assert_eq!(url_database("host=db dbname=sales"), None);
+    }
+
+    #[test]
+    fn a_db_grant_gets_its_own_url_or_a_plain_url_only_for_that_db() {
+        let sales_url = "postgres://u:pw@db/sales";
+        let hr_url = "postgres://u:pw@db/hr";
+        // Only a plain URL for another database: nothing for sales, and the error names the grant.
+        let c = creds(Some(hr_url), &[]);
+        let err = chosen(&c, &["postgres:sales:read"]).expect_err("no URL for sales");
+        assert_eq!(
+            err,
+            "no database URL for the grant postgres:sales:read (set DATABASE_URL_SALES, or a DATABASE_URL whose database is 'sales')"
+        );
+        // The plain URL names the granted database: handed over.
+        assert_eq!(
+            chosen(&c, &["postgres:hr:read"]),
+            Ok((Some("hr".into()), hr_url.into()))
+        );
+        // DATABASE_URL_<DB> wins over the plain URL, even when the plain one is for that db.
+        let c = creds(Some(sales_url), &[("SALES", "postgres://ro@replica/sales")]);
+        assert_eq!(
+            chosen(&c, &["postgres:sales:write"]),
+            Ok((Some("sales".into()), "postgres://ro@replica/sales".into()))
+        );
+        // Database names are folded to the variable's form.
+        let c = creds(None, &[("SALES_EU", "postgres://db/sales-eu")]);
+        assert_eq!(
+            chosen(&c, &["postgres:sales-eu:read"]),
+            Ok((Some("sales-eu".into()), "postgres://db/sales-eu".into()))
+        );
+        // postgres:* gets the plain URL whatever it names, and only the plain URL.
+        let c = creds(Some(hr_url), &[("SALES", sales_url)]);
+        assert_eq!(
+            chosen(&c, &["postgres:*", "postgres:sales:read"]),
+            Ok((None, hr_url.into()))
+        );
+        let c = creds(None, &[("SALES", sales_url)]);
+        assert!(
+            chosen(&c, &["postgres:*"])
+                .expect_err("no plain URL")
+                .contains("postgres:*")
+        );
+        // A grant without a URL is skipped when another one resolves.
+        let c = creds(None, &[("SALES", sales_url)]);
+        assert_eq!(
+            chosen(&c, &["postgres:hr:read", "postgres:sales:read"]),
+            Ok((Some("sales".into()), sales_url.into()))
+        );
+        // Two databases with URLs: one server cannot serve both.
+        let c = creds(None, &[("SALES", sales_url), ("HR", hr_url)]);
+        let err = chosen(&c, &["postgres:hr:read", "postgres:sales:read"]).expect_err("ambiguous");
+        assert!(
+            err.contains("postgres:hr:read") && err.contains("postgres:sales:read"),
+            "{err}"
+        );
+        // Non-postgres grants never unlock a URL.
+        assert!(chosen(&creds(Some(sales_url), &[]), &["github:*"]).is_err());
+    }
+
+    #[test]
+    fn a_custom_db_grant_needs_an_agent_grant_on_that_db() {
+        let c = creds(
+            None,
+            &[("SALES", "postgres://db/sales"), ("HR", "postgres://db/hr")],
+        );
+        let agent = g(&["postgres:hr:read"]);
+        let wants_sales = Grant::parse("postgres:sales:*").expect("valid");
+        assert!(custom_postgres_url(&wants_sales, &agent, &c).is_err());
+        let wants_hr = Grant::parse("postgres:hr:read").expect("valid");
+        assert_eq!(
+            custom_postgres_url(&wants_hr, &agent, &c).map(|u| u.expose().to_string()),
+            Ok("postgres://db/hr".to_string())
+        );
+    }
+
+    #[test]
+    fn the_postgres_gate_checks_the_connected_database() {
+        let gate = ToolGate::Postgres {
+            database: "hr".into(),
+        };
+        let grants = g(&["postgres:sales:write", "postgres:hr:read"]);
+        assert!(gate.check("query", &grants).is_ok());
+        assert_eq!(
+            gate.check("drop_table", &grants),
+            Err("postgres:hr:write".to_string())
+        );
+    }
 
     #[test]
     fn tool_names_are_sanitized_cut_and_unique() {

@@ -54,6 +54,7 @@ pub fn options() -> (McpOptions, SharedRegistry) {
         database_url: Some(botburrow_shared::settings::Secret::new(
             "postgres://u:pw@127.0.0.1:1/db",
         )),
+        database_urls: Default::default(),
         hub_url: Some("http://127.0.0.1:9".into()),
         hub_api_key: Some(botburrow_shared::settings::Secret::new("hub_test_key")),
     };
