@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
+use tracing::Instrument;
 
 /// Why the MCP servers of an activation could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -912,18 +913,22 @@ async fn start_server(
     let drain = stderr.map(|stderr| {
         let tail = tail.clone();
         let name = spec.name.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(server = %name, line = %line, "mcp_server_stderr");
-                if let Ok(mut t) = tail.lock() {
-                    if t.len() == 5 {
-                        t.pop_front();
+        // In the caller's span, so every stderr line carries the activation_id.
+        tokio::spawn(
+            async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(server = %name, line = %line, "mcp_server_stderr");
+                    if let Ok(mut t) = tail.lock() {
+                        if t.len() == 5 {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
                     }
-                    t.push_back(line);
                 }
             }
-        })
+            .in_current_span(),
+        )
     });
     let handshake = async {
         let client = ().serve(transport).await.map_err(|e| match e {
