@@ -1,5 +1,7 @@
-//! The production [`ToolProvider`] for native agents: per prompt, the Hub tools (only with a
-//! `hub:write` grant; `hub_post` records what it posted, with idempotency keys derived from the
+//! The production [`ToolProvider`] for native agents: per prompt, the Hub tools the agent's hub
+//! grants allow (`hub_search`/`hub_get_thread` with `hub:read`, which `hub:write` implies;
+//! `hub_post` with `hub:write`; a forged call to a withheld one is refused as a tool error;
+//! `hub_post` records what it posted, with idempotency keys derived from the
 //! notification or work item so a retry cannot post twice), the sandbox tools confined to the
 //! activation workspace (withheld when `network.enabled: false`), and the agent's MCP servers as
 //! its effective grants allow (shut down when the prompt is answered).
@@ -12,7 +14,6 @@ use crate::tools::ToolSet;
 use crate::tools::hub::{HubTools, PostedKind};
 use crate::tools::sandbox::Sandbox;
 use async_trait::async_trait;
-use botburrow_shared::grants::HubAction;
 use botburrow_shared::hub::HubClient;
 use std::sync::Arc;
 
@@ -44,30 +45,18 @@ impl PostProbe for HubProbe {
     }
 }
 
-struct NoPosts;
-
-impl PostProbe for NoPosts {
-    fn posted(&self) -> Vec<PostedItem> {
-        Vec::new()
-    }
-}
-
 #[async_trait]
 impl ToolProvider for StandardTools {
     async fn tools(&self, req: &ToolRequest) -> Result<NativeTools, ActivationError> {
         let mut set = ToolSet::new();
-        let probe: Arc<dyn PostProbe> = if req.grants.allows_hub(HubAction::Write) {
-            let hub = HubTools::new(
-                self.hub.clone(),
-                req.agent_id.clone(),
-                req.idempotency_base.clone(),
-                req.agent.behavior.can_create_posts,
-            );
-            hub.add_to(&mut set);
-            Arc::new(HubProbe(hub))
-        } else {
-            Arc::new(NoPosts)
-        };
+        let hub = HubTools::new(
+            self.hub.clone(),
+            req.agent_id.clone(),
+            req.idempotency_base.clone(),
+            req.agent.behavior.can_create_posts,
+        );
+        hub.add_granted(&mut set, &req.grants);
+        let probe: Arc<dyn PostProbe> = Arc::new(HubProbe(hub));
         if req.agent.network.enabled {
             Sandbox::new(&req.workspace, &req.agent.capabilities.shell)?.add_to(&mut set);
         }

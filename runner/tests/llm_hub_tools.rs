@@ -1,17 +1,22 @@
 //! Hub tools against a real dev Hub over HTTP, alone and driven by the tool loop through the
-//! strict Anthropic mock: search, thread reading, replying with a recorded, idempotent post.
+//! strict Anthropic mock: search, thread reading, replying with a recorded, idempotent post; and
+//! the production tool provider offering them per hub grant.
 
 use botburrow_devhub::{DevHubConfig, Seed, SeedPost, start};
+use botburrow_runner::activation::{NativeTools, ToolProvider, ToolRequest};
 use botburrow_runner::llm::{
     LlmContext, LlmRuntime, LoopParams, PriceTable, ProviderChain, StopReason, run_tool_loop,
 };
-use botburrow_runner::tools::ToolSet;
+use botburrow_runner::mcp::{McpMetrics, McpOptions};
+use botburrow_runner::native_tools::StandardTools;
 use botburrow_runner::tools::hub::{HubTools, PostedKind};
-use botburrow_shared::agent::Brain;
+use botburrow_runner::tools::{ToolOutput, ToolSet};
+use botburrow_shared::agent::{AgentConfig, Brain};
+use botburrow_shared::grants::Grants;
 use botburrow_shared::health::new_registry;
 use botburrow_shared::hub::{HubClient, RetryPolicy};
 use botburrow_shared::ids::AgentId;
-use botburrow_shared::settings::Secret;
+use botburrow_shared::settings::{ProcessEnv, Secret};
 use botburrow_testkit::mock_llm::{Flavor, MockLlm, MockReply};
 use serde_json::json;
 use std::collections::HashMap;
@@ -289,4 +294,115 @@ async fn the_loop_reads_the_thread_and_replies_through_hub_post() {
     assert_eq!(thread.comments.len(), 1);
     assert_eq!(thread.comments[0].content, "Random, unless you use biased;");
     assert_eq!(thread.comments[0].author.id.as_str(), AGENT);
+}
+
+/// The tools the production provider gives a native agent holding `grants`.
+async fn native_tools_for(c: &HubClient, grants: &[&str], ws: &std::path::Path) -> NativeTools {
+    let agent = AgentConfig::parse(
+        &format!("agents/{AGENT}/config.yaml"),
+        "type: native\n",
+        AGENT,
+        String::new(),
+    )
+    .expect("config");
+    let provider = StandardTools::new(
+        c.clone(),
+        McpOptions::from_env(&ProcessEnv, McpMetrics::new(&new_registry())),
+    );
+    provider
+        .tools(&ToolRequest {
+            agent_id: AgentId::new(AGENT),
+            agent: Arc::new(agent),
+            grants: Grants::parse("agents/claude-coder-1/config.yaml", grants).expect("valid"),
+            workspace: ws.to_path_buf(),
+            idempotency_base: "act-grants".into(),
+        })
+        .await
+        .expect("tools")
+}
+
+fn hub_tool_names(tools: &NativeTools) -> Vec<String> {
+    tools
+        .set
+        .specs()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with("hub_"))
+        .collect()
+}
+
+#[tokio::test]
+async fn native_hub_tools_follow_hub_read_and_hub_write_and_forged_calls_are_refused() {
+    let hub = hub().await;
+    let c = client(&hub);
+    let post_id = the_post_id(&c).await;
+    let ws = tempfile::tempdir().expect("workspace");
+
+    // hub:read: search and read, never post.
+    let reader = native_tools_for(&c, &["hub:read"], ws.path()).await;
+    assert_eq!(hub_tool_names(&reader), ["hub_search", "hub_get_thread"]);
+    let out = reader
+        .set
+        .call("hub_search", json!({"query": "tokio"}))
+        .await;
+    assert!(
+        !out.is_error && out.text.contains(&format!("ID: {post_id}")),
+        "{out:?}"
+    );
+    let out = reader
+        .set
+        .call("hub_get_thread", json!({"post_id": post_id}))
+        .await;
+    assert!(
+        !out.is_error && out.text.contains("How does tokio select"),
+        "{out:?}"
+    );
+    let forged = reader
+        .set
+        .call(
+            "hub_post",
+            json!({"content": "sneaky", "reply_to": post_id}),
+        )
+        .await;
+    assert_eq!(
+        forged,
+        ToolOutput::error("Tool 'hub_post' is not permitted: it needs the grant hub:write")
+    );
+    assert!(reader.probe.posted().is_empty());
+    let thread = c.get_post(&post_id).await.expect("thread");
+    assert!(
+        thread.comments.is_empty(),
+        "the forged post reached the Hub: {thread:?}"
+    );
+
+    // No hub grant: no Hub tool at all, and reads are refused by name too.
+    let none = native_tools_for(&c, &["github:read"], ws.path()).await;
+    assert!(hub_tool_names(&none).is_empty());
+    assert_eq!(
+        none.set.call("hub_search", json!({"query": "tokio"})).await,
+        ToolOutput::error("Tool 'hub_search' is not permitted: it needs the grant hub:read")
+    );
+
+    // hub:write implies read (as in the grant model and the Hub MCP server): all three.
+    for grant in ["hub:write", "hub:*"] {
+        let writer = native_tools_for(&c, &[grant], ws.path()).await;
+        assert_eq!(
+            hub_tool_names(&writer),
+            ["hub_post", "hub_search", "hub_get_thread"],
+            "{grant}"
+        );
+    }
+    let writer = native_tools_for(&c, &["hub:write"], ws.path()).await;
+    let out = writer
+        .set
+        .call(
+            "hub_post",
+            json!({"content": "Allowed reply.", "reply_to": post_id}),
+        )
+        .await;
+    assert!(!out.is_error, "{out:?}");
+    assert_eq!(writer.probe.posted().len(), 1);
+    let thread = c.get_post(&post_id).await.expect("thread");
+    assert_eq!(thread.comments.len(), 1);
+    assert_eq!(thread.comments[0].content, "Allowed reply.");
 }

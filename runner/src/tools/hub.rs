@@ -1,5 +1,6 @@
 //! The Hub tools of native agents: `hub_post`, `hub_search` and `hub_get_thread`, over
-//! [`HubClient`]. `hub_post` records what it posted, so the runner knows whether the agent
+//! [`HubClient`], offered as the agent's hub grants allow ([`HubTools::add_granted`]).
+//! `hub_post` records what it posted, so the runner knows whether the agent
 //! replied (and does not post the final text a second time), and sends an idempotency key
 //! `"{base}:post:{n}"`, where `base` is stable per activation attempt's work (e.g. the
 //! activation key) and `n` counts the `hub_post` calls this activation sent to the Hub:
@@ -11,6 +12,7 @@
 
 use super::{Tool, ToolOutput, ToolSet, ToolSpec};
 use async_trait::async_trait;
+use botburrow_shared::grants::{Grants, HubAction};
 use botburrow_shared::hub::{HubClient, NewPost};
 use botburrow_shared::ids::AgentId;
 use serde::Deserialize;
@@ -91,6 +93,35 @@ impl HubTools {
         set.add(Arc::new(HubPost(self.clone())));
         set.add(Arc::new(HubSearch(self.clone())));
         set.add(Arc::new(HubGetThread(self.clone())));
+    }
+
+    /// Adds the Hub tools `grants` allow (the same rule as the Hub MCP server):
+    /// `hub_search` and `hub_get_thread` with `hub:read` (which `hub:write` and `hub:*` imply),
+    /// `hub_post` with `hub:write`. The others are registered as refused, so a forged call gets
+    /// `Tool 'hub_post' is not permitted: it needs the grant hub:write`.
+    pub fn add_granted(self: &Arc<Self>, set: &mut ToolSet, grants: &Grants) {
+        let tools: [Arc<dyn Tool>; 3] = [
+            Arc::new(HubPost(self.clone())),
+            Arc::new(HubSearch(self.clone())),
+            Arc::new(HubGetThread(self.clone())),
+        ];
+        for tool in tools {
+            let name = tool.spec().name;
+            let Some(action) = HubAction::of_tool(&name) else {
+                continue;
+            };
+            if grants.allows_hub(action) {
+                set.add(tool);
+            } else {
+                set.refuse(
+                    name.clone(),
+                    format!(
+                        "Tool '{name}' is not permitted: it needs the grant hub:{}",
+                        action.scope()
+                    ),
+                );
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Posted>> {

@@ -70,10 +70,14 @@ pub trait Tool: Send + Sync {
 }
 
 /// The tools of one activation, with unique names (the first registration of a name wins, so
-/// duplicates from overlapping grants are merged rather than sent twice to the API).
+/// duplicates from overlapping grants are merged rather than sent twice to the API). Tools the
+/// agent's grants withhold can be registered as refused: they are never offered to the model,
+/// and a call by name (a forged call) gets the refusal as an error result.
 #[derive(Clone, Default)]
 pub struct ToolSet {
     tools: Vec<Arc<dyn Tool>>,
+    /// Withheld tool names and the error result a call to one gets.
+    refused: Vec<(String, String)>,
 }
 
 impl ToolSet {
@@ -98,6 +102,15 @@ impl ToolSet {
         true
     }
 
+    /// Withholds `name`: it is not offered, and calling it returns `reason` as an error result
+    /// (unless a tool of that name is added, which then wins).
+    pub fn refuse(&mut self, name: impl Into<String>, reason: impl Into<String>) {
+        let name = name.into();
+        if !self.refused.iter().any(|(n, _)| *n == name) {
+            self.refused.push((name, reason.into()));
+        }
+    }
+
     /// Specs for the model, in registration order.
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools.iter().map(|t| t.spec()).collect()
@@ -108,11 +121,17 @@ impl ToolSet {
         self.tools.iter().any(|t| t.spec().name == name)
     }
 
-    /// Calls a tool by name; an unknown name is an error result for the model.
+    /// Calls a tool by name; a refused or unknown name is an error result for the model.
     pub async fn call(&self, name: &str, args: serde_json::Value) -> ToolOutput {
         match self.tools.iter().find(|t| t.spec().name == name) {
             Some(tool) => tool.call(args).await,
-            None => ToolOutput::error(format!("Unknown tool: {name}")),
+            None => match self.refused.iter().find(|(n, _)| n == name) {
+                Some((_, reason)) => {
+                    tracing::warn!(tool = %name, reason = %reason, "tool_refused");
+                    ToolOutput::error(reason.clone())
+                }
+                None => ToolOutput::error(format!("Unknown tool: {name}")),
+            },
         }
     }
 
@@ -164,5 +183,14 @@ mod tests {
             ToolOutput::ok("{\"x\":1}")
         );
         assert!(set.call("zzz", serde_json::json!({})).await.is_error);
+
+        set.refuse("c", "Tool 'c' is not permitted");
+        assert_eq!(set.len(), 2, "a refused tool is not offered");
+        assert!(!set.contains("c"));
+        assert!(!set.specs().iter().any(|s| s.name == "c"));
+        assert_eq!(
+            set.call("c", serde_json::json!({})).await,
+            ToolOutput::error("Tool 'c' is not permitted")
+        );
     }
 }
