@@ -14,13 +14,16 @@
 //!
 //! Parsed configs are cached in process per reload generation, and mirrored to `cache:agent:{id}`
 //! with the agent's `cache_ttl`: when that key expires or the coordinator's invalidation webhook
-//! deletes it, the next lookup reads the source again. An agent whose new definition is invalid
-//! keeps its last good config; the error is logged once per reload and counted in
-//! `botburrow_agent_config_errors_total`.
+//! deletes it, the next lookup reads the source again. A definition is valid only if its grants
+//! are too (`capabilities.grants` and each custom MCP server's `grant`, checked by
+//! [`validate_grants`]), so a bad grant is caught at load, not when an activation starts. An agent
+//! whose new definition is invalid keeps its last good config; the error is logged once per
+//! reload and counted in `botburrow_agent_config_errors_total`.
 
 use crate::kv::KvStore;
 use crate::metrics::RunnerMetrics;
-use botburrow_shared::agent::{AgentConfig, AgentConfigError};
+use botburrow_shared::agent::{AgentConfig, AgentConfigError, McpServerEntry};
+use botburrow_shared::grants::Grant;
 use botburrow_shared::ids::AgentId;
 use botburrow_shared::settings::{RunnerSettings, Secret};
 use botburrow_shared::valkey;
@@ -284,6 +287,12 @@ impl DefinitionStore {
     }
 
     async fn load(&self, agent: &AgentId) -> Result<AgentConfig, DefinitionError> {
+        let cfg = self.load_unchecked(agent).await?;
+        validate_grants(&format!("agents/{agent}/config.yaml"), &cfg)?;
+        Ok(cfg)
+    }
+
+    async fn load_unchecked(&self, agent: &AgentId) -> Result<AgentConfig, DefinitionError> {
         match self.source() {
             Some(Source::Local) => {
                 let path = self.cfg.path.clone();
@@ -442,9 +451,10 @@ impl DefinitionStore {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let path = self.cfg.path.clone();
         let mut watcher =
             match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                if res.is_ok_and(|ev| concerns_definitions(&ev, &path)) {
                     let _ = tx.send(());
                 }
             }) {
@@ -515,6 +525,53 @@ impl DefinitionStore {
             }
         }
     }
+}
+
+/// Whether a watch event can change the definitions: a change (not a mere read: the store's own
+/// reads of a watched plain directory must not trigger reloads) of the definitions path itself
+/// (the git-sync link being swapped) or of anything under it. Other entries of the link's parent
+/// directory are ignored. Events without paths (a rescan after a queue overflow) count.
+fn concerns_definitions(ev: &notify::Event, path: &Path) -> bool {
+    if matches!(ev.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    ev.paths.is_empty() || ev.paths.iter().any(|p| p.starts_with(path))
+}
+
+/// Checks every grant of a definition, as an activation would: each of `capabilities.grants`,
+/// and each custom MCP server's `grant` (default `<name>:*`). The error names `file`, the field
+/// and the grant, e.g. `agents/x/config.yaml: capabilities.grants[1]: invalid grant 'hub:delete':
+/// hub grants are hub:read, hub:write or hub:*`.
+pub fn validate_grants(file: &str, cfg: &AgentConfig) -> Result<(), AgentConfigError> {
+    for (i, text) in cfg.capabilities.grants.iter().enumerate() {
+        if let Err(reason) = Grant::parse(text) {
+            return Err(AgentConfigError::Field {
+                file: file.to_string(),
+                field: format!("capabilities.grants[{i}]"),
+                message: format!("invalid grant '{text}': {reason}"),
+            });
+        }
+    }
+    for (i, entry) in cfg.capabilities.mcp_servers.iter().enumerate() {
+        let McpServerEntry::Custom(c) = entry else {
+            continue;
+        };
+        let (field, text) = match &c.grant {
+            Some(g) => (format!("capabilities.mcp_servers[{i}].grant"), g.clone()),
+            None => (
+                format!("capabilities.mcp_servers[{i}].name"),
+                format!("{}:*", c.name),
+            ),
+        };
+        if let Err(reason) = Grant::parse(&text) {
+            return Err(AgentConfigError::Field {
+                file: file.to_string(),
+                field,
+                message: format!("invalid grant '{text}': {reason}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn is_plain_dir(path: &Path) -> bool {

@@ -165,6 +165,120 @@ async fn git_sync_swap_reloads_within_a_second_and_a_broken_swap_keeps_the_last_
 }
 
 #[tokio::test]
+async fn an_invalid_grant_is_a_config_error_at_load_and_keeps_the_last_good_config() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut gs = FakeGitSync::new(dir.path());
+    let good = "name: bot\ntype: native\ncapabilities:\n  grants: [hub:read, hub:write]\n";
+    gs.publish(
+        "aaaa0001",
+        &[
+            ("agents/bot/config.yaml", good),
+            ("agents/bot/system-prompt.md", "Good grants."),
+            (
+                "agents/fresh/config.yaml",
+                "capabilities:\n  grants: [hub:read, hub:delete]\n",
+            ),
+        ],
+    );
+    let (store, registry) = store_for(&gs.link, Arc::new(MemoryKv::new()));
+    let shutdown = CancellationToken::new();
+    let watcher = store.spawn_watcher(shutdown.clone());
+    assert_eq!(store.preload().await, (1, 1), "fresh is invalid at load");
+
+    // With no last good config, the error names the file, the field and the grant.
+    let err = store
+        .get(&AgentId::new("fresh"))
+        .await
+        .expect_err("invalid grant");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(
+            "agents/fresh/config.yaml: capabilities.grants[1]: invalid grant 'hub:delete': "
+        ),
+        "{msg}"
+    );
+
+    // A commit giving bot a grant of an unknown shape: bot keeps its last good config.
+    let bot = AgentId::new("bot");
+    assert_eq!(
+        store.get(&bot).await.expect("good").capabilities.grants,
+        ["hub:read", "hub:write"]
+    );
+    let generation = store.generation();
+    gs.publish(
+        "bbbb0002",
+        &[
+            (
+                "agents/bot/config.yaml",
+                "name: bot\ntype: native\ncapabilities:\n  grants: [hub:read, \"github\"]\n",
+            ),
+            ("agents/bot/system-prompt.md", "Broken grants."),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            store.generation() > generation
+        })
+        .await
+    );
+    let cfg = store.get(&bot).await.expect("last good config");
+    assert_eq!(cfg.system_prompt, "Good grants.");
+    assert_eq!(cfg.capabilities.grants, ["hub:read", "hub:write"]);
+
+    // A custom MCP server whose grant is malformed is caught the same way.
+    let generation = store.generation();
+    gs.publish(
+        "cccc0003",
+        &[
+            (
+                "agents/bot/config.yaml",
+                "name: bot\ntype: native\ncapabilities:\n  grants: [hub:write, notes:*]\n  mcp_servers:\n    - {name: notes, command: notes-mcp, grant: \"notes::read\"}\n",
+            ),
+            ("agents/bot/system-prompt.md", "Broken server grant."),
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            store.generation() > generation
+        })
+        .await
+    );
+    assert_eq!(
+        store
+            .get(&bot)
+            .await
+            .expect("last good config")
+            .system_prompt,
+        "Good grants."
+    );
+
+    // Each bad load was counted like any other invalid config.
+    let text = render_metrics(&registry);
+    assert!(
+        text.contains("botburrow_agent_config_errors_total{agent=\"bot\"} 2"),
+        "{text}"
+    );
+    // (An agent with no good config is counted on every failed lookup: preload, then get.)
+    assert!(
+        text.contains("botburrow_agent_config_errors_total{agent=\"fresh\"} 2"),
+        "{text}"
+    );
+
+    // Without a last good copy (a new store), the error names the server's grant field.
+    let (cold, _r) = store_for(&gs.link, Arc::new(MemoryKv::new()));
+    let msg = cold.get(&bot).await.expect_err("invalid").to_string();
+    assert!(
+        msg.starts_with(
+            "agents/bot/config.yaml: capabilities.mcp_servers[0].grant: invalid grant 'notes::read': "
+        ),
+        "{msg}"
+    );
+
+    shutdown.cancel();
+    watcher.await.expect("watcher ends on shutdown");
+}
+
+#[tokio::test]
 async fn link_created_after_start_and_plain_directories_are_followed() {
     let dir = tempfile::tempdir().expect("tmp");
     let link = dir.path().join("agent-definitions");
