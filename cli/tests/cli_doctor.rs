@@ -119,3 +119,45 @@ async fn each_broken_part_is_named() {
     assert!(text(&out).contains("❌ mcp: Executor 'claude-code' not available: 'claude' not found on PATH"), "{}", text(&out));
     token.cancel();
 }
+
+#[test]
+fn check_agents_shows_grants_after_the_permission_policy() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("permissions.yaml");
+    std::fs::write(
+        &policy,
+        "default:\n  denied: [brave:search]\nagents:\n  claude-coder-1:\n    denied: [\"github:*\"]\n",
+    )
+    .expect("write policy");
+    let env = vec![
+        ("HUB_URL", "http://127.0.0.1:9".to_string()),
+        ("AGENT_DEFINITIONS_PATH", examples().display().to_string()),
+        ("AGENT_PERMISSIONS_PATH", policy.display().to_string()),
+    ];
+    let out = doctor(&env, &["--check-agents"]);
+    let t = text(&out);
+    // Removed grants are warnings, not failures.
+    assert!(out.status.success(), "{t}");
+    for line in [
+        "✅ agents: claude-coder-1 (claude-code): effective grants [hub:read, hub:write]",
+        "✅ agents: research-agent (native): effective grants [hub:read, hub:write, notes:*]",
+        "✅ agents: simple-bot (native): effective grants [hub:read, hub:write]",
+        "⚠️  agents: agents/claude-coder-1/config.yaml: capabilities.grants: grant 'github:read' is removed (or narrowed) by the permission policy",
+        "⚠️  agents: agents/research-agent/config.yaml: capabilities.grants: grant 'brave:search' is removed (or narrowed) by the permission policy",
+    ] {
+        assert!(t.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{t}");
+    }
+    // A denied grant is never shown as effective.
+    for l in t.lines().filter(|l| l.contains("effective grants")) {
+        assert!(!l.contains("github") && !l.contains("brave"), "denied grant shown as effective: {l}");
+    }
+
+    // Without the policy the same agents keep every declared grant (the policy made the difference).
+    let open: Vec<_> = env.iter().filter(|(k, _)| *k != "AGENT_PERMISSIONS_PATH").cloned().collect();
+    let t = text(&doctor(&open, &["--check-agents"]));
+    assert!(
+        t.contains("✅ agents: claude-coder-1 (claude-code): effective grants [github:read, hub:read, hub:write]"),
+        "{t}"
+    );
+    assert!(!t.contains("removed (or narrowed)"), "{t}");
+}
