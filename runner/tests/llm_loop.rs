@@ -496,19 +496,33 @@ impl CapturedLogs {
     }
 }
 
+/// Every event of this test binary, captured by one global JSON subscriber. A scoped
+/// subscriber (`with_subscriber`) is not enough: tracing caches each callsite's interest, and a
+/// callsite first hit by another test thread (no subscriber there) can race with it and drop
+/// events, which made the test flaky. Tests filter the capture by their own `agent_id`.
+fn global_logs() -> CapturedLogs {
+    static LOGS: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = CapturedLogs::default();
+        // The production JSON shape (shared::telemetry): fields flattened into the event object.
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(logs.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in this test binary");
+        logs
+    })
+    .clone()
+}
+
 #[tokio::test]
 async fn each_turn_logs_an_iteration_line_with_its_tokens() {
-    use tracing::instrument::WithSubscriber;
+    let logs = global_logs();
     let mock = MockLlm::start(Flavor::OpenAi).await;
     script_three_turns(&mock);
-    let logs = CapturedLogs::default();
-    // The production JSON shape (shared::telemetry): fields flattened into the event object.
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(logs.clone())
-        .finish();
     let chain = ProviderChain::from_brain(
         &brain("openai", &mock.base_url()),
         &ctx(runtime(&new_registry())),
@@ -520,14 +534,13 @@ async fn each_turn_logs_an_iteration_line_with_its_tokens() {
         &tools(),
         &CancellationToken::new(),
     )
-    .with_subscriber(subscriber)
     .await
     .expect("loop");
     assert_eq!(out.iterations, 3);
     let turns: Vec<Value> = logs
         .events()
         .into_iter()
-        .filter(|e| e["message"] == "iteration")
+        .filter(|e| e["message"] == "iteration" && e["agent_id"] == "agent-log")
         .collect();
     assert_eq!(turns.len(), 3, "{:?}", logs.events());
     for (i, (input, output)) in [(100, 20), (150, 10), (200, 30)].into_iter().enumerate() {
