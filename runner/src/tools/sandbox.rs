@@ -26,9 +26,10 @@ use botburrow_shared::agent::Shell;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -90,6 +91,25 @@ fn case_insensitive(pattern: &str) -> Option<Regex> {
         .ok()
 }
 
+/// Compiled blocked-command patterns, shared by every activation of the process. Compiling a
+/// case-insensitive regex costs far more than a whole zero-latency activation, so each pattern
+/// (built-in or an agent's `blocked_patterns`) is compiled once; `Regex` clones share it. The
+/// patterns come from agent definitions, a small set, so the cache stays small.
+fn blocked_regex(pattern: &str) -> Option<Regex> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Option<Regex>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut cache = match CACHE.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| {
+            case_insensitive(pattern).or_else(|| case_insensitive(&regex::escape(pattern)))
+        })
+        .clone()
+}
+
 impl Sandbox {
     /// A sandbox over an existing workspace directory. Policy patterns that are not valid
     /// regexes are matched literally.
@@ -104,15 +124,12 @@ impl Sandbox {
                 message: "not a directory".into(),
             });
         }
-        let mut blocked: Vec<Regex> = BUILTIN_BLOCKED
+        let blocked: Vec<Regex> = BUILTIN_BLOCKED
             .iter()
-            .filter_map(|p| case_insensitive(p))
+            .copied()
+            .chain(shell.blocked_patterns.iter().map(String::as_str))
+            .filter_map(blocked_regex)
             .collect();
-        for p in &shell.blocked_patterns {
-            if let Some(re) = case_insensitive(p).or_else(|| case_insensitive(&regex::escape(p))) {
-                blocked.push(re);
-            }
-        }
         Ok(Arc::new(Self {
             root,
             given_root: workspace.to_path_buf(),
