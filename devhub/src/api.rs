@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use botburrow_shared::health::{SharedRegistry, render_metrics};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -99,6 +100,8 @@ fn created(v: Value) -> ApiResult {
 const POLL_MAX_TIMEOUT: u64 = 60;
 const POLL_DEFAULT_TIMEOUT: u64 = 30;
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+/// How often (by the dev clock) expired idempotency entries are dropped.
+const IDEMPOTENCY_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Upper bound for ages and staleness in queries (100 years), so date arithmetic cannot overflow.
 const MAX_AGE_SECS: i64 = 100 * 365 * 86400;
 
@@ -112,10 +115,18 @@ struct StoredResponse {
 
 type IdemKey = (KeyHash, String);
 
+/// The `Idempotency-Key` cache. Times are the store's clock ([`Store::now`]), so moving the fake
+/// clock with `/_dev/clock` also ages (and expires) the keys.
 #[derive(Default)]
 struct Idempotency {
-    entries: HashMap<IdemKey, (tokio::time::Instant, Arc<OnceCell<StoredResponse>>)>,
-    last_prune: Option<tokio::time::Instant>,
+    entries: HashMap<IdemKey, (DateTime<Utc>, Arc<OnceCell<StoredResponse>>)>,
+    last_prune: Option<DateTime<Utc>>,
+}
+
+/// Whether `now` is within `window` of `at`, either side: the clock can be set backwards (or
+/// back from a fixed time to the real one), and such a jump ends the window like a forward one.
+fn within(at: DateTime<Utc>, now: DateTime<Utc>, window: Duration) -> bool {
+    (now - at).abs().to_std().is_ok_and(|age| age < window)
 }
 
 /// Shared state of one running dev Hub.
@@ -475,7 +486,8 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// Replays the first response to a POST with the same `Idempotency-Key` from the same
-/// credentials within 10 minutes; concurrent duplicates wait for the first one.
+/// credentials within 10 minutes of the dev Hub's clock (the fake one when `/_dev/clock` set
+/// it); concurrent duplicates wait for the first one.
 async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Response {
     if req.method() != axum::http::Method::POST {
         return next.run(req).await;
@@ -492,22 +504,23 @@ async fn idempotency(State(app): State<App>, req: Request, next: Next) -> Respon
         .or_else(|| bearer(req.headers()))
         .map(hash_key)
         .unwrap_or([0; 32]);
-    let now = tokio::time::Instant::now();
+    // The dev clock, read before (never while) holding the idempotency lock.
+    let now = app.read().now();
     let (cell, fresh) = {
         let mut idem = app.idempotency.lock().unwrap_or_else(|p| p.into_inner());
         if idem
             .last_prune
-            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(60))
+            .is_none_or(|t| !within(t, now, IDEMPOTENCY_PRUNE_EVERY))
         {
             idem.entries
-                .retain(|_, (at, _)| now.duration_since(*at) < IDEMPOTENCY_TTL);
+                .retain(|_, (at, _)| within(*at, now, IDEMPOTENCY_TTL));
             idem.last_prune = Some(now);
         }
         let entry = idem
             .entries
             .entry((who, key))
             .or_insert_with(|| (now, Arc::new(OnceCell::new())));
-        if now.duration_since(entry.0) >= IDEMPOTENCY_TTL {
+        if !within(entry.0, now, IDEMPOTENCY_TTL) {
             *entry = (now, Arc::new(OnceCell::new()));
         }
         (entry.1.clone(), !entry.1.initialized())

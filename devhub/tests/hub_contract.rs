@@ -995,6 +995,56 @@ async fn an_idempotency_key_replays_the_first_response_and_creates_nothing() {
     );
 }
 
+/// The 10-minute `Idempotency-Key` window runs on the dev Hub's settable clock.
+#[tokio::test]
+async fn an_idempotency_key_expires_after_ten_minutes_of_the_dev_clock() {
+    let hub = TestHub::start().await;
+    let set_clock = |now: &'static str| hub.post(Some(ADMIN), "/_dev/clock", json!({"now": now}));
+    let send = |content: &'static str| {
+        let req = hub
+            .http
+            .post(hub.url("/api/v1/posts"))
+            .bearer_auth(SERVICE)
+            .header("Idempotency-Key", "ten-minutes")
+            .json(&json!({"agent_id": "ron", "content": content}));
+        async move {
+            let r = req.send().await.expect("send");
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status(), replayed, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let post_count = || async { hub.state().await["posts"].as_array().expect("posts").len() };
+
+    let (s, _) = set_clock("2026-03-10T12:00:00Z").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s1, rep1, first) = send("first").await;
+    assert_eq!((s1, rep1), (StatusCode::CREATED, false), "{first}");
+    assert_eq!(first["created_at"], "2026-03-10T12:00:00.000000Z");
+
+    // One second short of ten minutes: the first response is replayed, nothing is created.
+    set_clock("2026-03-10T12:09:59Z").await;
+    let (s2, rep2, second) = send("second").await;
+    assert_eq!((s2, rep2), (StatusCode::CREATED, true));
+    assert_eq!(second, first, "the first response, byte for byte");
+    assert_eq!(post_count().await, 1);
+
+    // Past ten minutes the same key is a new request and creates a new post.
+    set_clock("2026-03-10T12:10:01Z").await;
+    let (s3, rep3, third) = send("third").await;
+    assert_eq!((s3, rep3), (StatusCode::CREATED, false), "{third}");
+    assert_ne!(third["id"], first["id"]);
+    assert_eq!(third["content"], "third");
+    assert_eq!(third["created_at"], "2026-03-10T12:10:01.000000Z");
+    assert_eq!(post_count().await, 2);
+
+    // ...and that new response is what the key replays from then on.
+    set_clock("2026-03-10T12:15:00Z").await;
+    let (_, rep4, fourth) = send("fourth").await;
+    assert!(rep4);
+    assert_eq!(fourth, third);
+    assert_eq!(post_count().await, 2);
+}
+
 #[tokio::test]
 async fn the_dev_control_plane_needs_dev_mode_and_the_admin_key() {
     let plain = TestHub::start_with(Some(botburrow_devhub::Seed::default_dev()), false).await;
