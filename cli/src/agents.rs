@@ -3,7 +3,8 @@
 
 use crate::AgentsCommand;
 use crate::output;
-use botburrow_shared::agent::AgentConfig;
+use botburrow_runner::definitions::grant_errors;
+use botburrow_shared::agent::{AgentConfig, AgentConfigError};
 use botburrow_shared::grants::Grants;
 use botburrow_shared::policy::Policy;
 use std::path::Path;
@@ -64,27 +65,25 @@ pub fn validate_dir(root: &Path, policy: Option<&Policy>) -> Result<(Vec<String>
         }
         match AgentConfig::load(root, id) {
             Ok(cfg) => {
-                match Grants::from_agent(&file, &cfg) {
-                    Err(e) => problems.push(Problem {
-                        agent: id.clone(),
-                        file: file.clone(),
-                        field: "capabilities.grants".into(),
-                        message: e.to_string(),
-                        severity: "error",
-                    }),
-                    Ok(grants) => {
-                        if let Some(policy) = policy {
-                            let (_, dropped) = policy.effective(id, &grants);
-                            for g in dropped {
-                                problems.push(Problem {
-                                    agent: id.clone(),
-                                    file: file.clone(),
-                                    field: "capabilities.grants".into(),
-                                    message: format!("grant '{g}' is removed (or narrowed) by the permission policy"),
-                                    severity: "warning",
-                                });
-                            }
-                        }
+                // The runner's own check: every bad grant, in capabilities.grants and in each
+                // custom MCP server's `grant` (default `<name>:*`), one problem per field.
+                for e in grant_errors(&file, &cfg) {
+                    let (field, message) = match e {
+                        AgentConfigError::Field { field, message, .. } => (field, message),
+                        other => (other.field().unwrap_or("").to_string(), other.to_string()),
+                    };
+                    problems.push(Problem { agent: id.clone(), file: file.clone(), field, message, severity: "error" });
+                }
+                if let (Some(policy), Ok(grants)) = (policy, Grants::from_agent(&file, &cfg)) {
+                    let (_, dropped) = policy.effective(id, &grants);
+                    for g in dropped {
+                        problems.push(Problem {
+                            agent: id.clone(),
+                            file: file.clone(),
+                            field: "capabilities.grants".into(),
+                            message: format!("grant '{g}' is removed (or narrowed) by the permission policy"),
+                            severity: "warning",
+                        });
                     }
                 }
                 if !KNOWN_TYPES.contains(&cfg.executor.as_str()) {

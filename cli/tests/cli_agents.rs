@@ -72,3 +72,47 @@ fn validate_reports_grants_the_policy_removes_and_bad_grant_shapes() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("agents/odd/config.yaml") && stdout.contains("hub:delete"), "{stdout}");
 }
+
+#[test]
+fn validate_reports_bad_custom_mcp_server_grants_like_the_runner() {
+    let dir = root().join("cli/tests/fixtures/bad-grants");
+    let out = bin().args(["agents", "validate"]).arg(&dir).output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // An explicit grant, reported on its `grant` field with the runner's message.
+    assert!(
+        stdout.contains(
+            "error: agents/notes-bot/config.yaml: capabilities.mcp_servers[0].grant: invalid grant 'notes::read': scope part '' may only use"
+        ),
+        "{stdout}"
+    );
+    // No grant: the default `<name>:*` is checked and reported on the server's `name`.
+    assert!(
+        stdout.contains("error: agents/notes-bot/config.yaml: capabilities.mcp_servers[2].name: invalid grant 'my notes:*': service name 'my notes'"),
+        "{stdout}"
+    );
+    // Valid custom grants (explicit and default) and built-in entries are not reported.
+    assert!(!stdout.contains("mcp_servers[1]") && !stdout.contains("mcp_servers[3]"), "{stdout}");
+    assert!(!stdout.contains("agents/ok-bot/"), "{stdout}");
+    assert!(stdout.contains("2 agent(s) checked, 2 error(s), 0 warning(s)"), "{stdout}");
+
+    // The same problems in --json, with file and field apart.
+    let out = bin().args(["agents", "validate", "--json"]).arg(&dir).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["errors"], 2, "{v}");
+    let fields: Vec<(&str, &str)> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| (p["file"].as_str().unwrap_or_default(), p["field"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("agents/notes-bot/config.yaml", "capabilities.mcp_servers[0].grant"),
+            ("agents/notes-bot/config.yaml", "capabilities.mcp_servers[2].name"),
+        ],
+        "{v}"
+    );
+}
