@@ -648,13 +648,172 @@ async fn a_404_or_422_is_not_retried() {
 }
 
 #[tokio::test]
+async fn a_401_403_or_409_is_not_retried() {
+    let (url, script, token) = script_server(vec![(401, None), (403, None), (409, None)]).await;
+    let client = fast(&url);
+    assert!(matches!(
+        client.search("x", None, 1).await,
+        Err(HubError::Unauthorized)
+    ));
+    assert_eq!(script.hits(), 1, "a 401 is final");
+    assert!(matches!(
+        client.search("x", None, 1).await,
+        Err(HubError::Forbidden)
+    ));
+    assert_eq!(script.hits(), 2, "a 403 is final");
+    let new_post = NewPost {
+        content: "c".into(),
+        ..NewPost::default()
+    };
+    assert!(matches!(
+        client.create_post(&id("a"), &new_post, "dup-1").await,
+        Err(HubError::Conflict)
+    ));
+    assert_eq!(script.hits(), 3, "a 409 is final");
+    // The script is used up: the same calls now succeed, each in one request.
+    client.search("x", None, 1).await.expect("200");
+    assert_eq!(script.hits(), 4);
+    token.cancel();
+}
+
+/// What a raw loopback listener does with each connection it accepts.
+#[derive(Clone, Copy)]
+enum RawMode {
+    /// Reads the request head, records it and never answers.
+    Hang,
+    /// Records the connection and closes it at once.
+    Close,
+}
+
+/// A raw TCP listener on 127.0.0.1; `seen` holds one entry per request head read ([`RawMode::Hang`])
+/// or per accepted connection ([`RawMode::Close`]).
+struct RawServer {
+    url: String,
+    seen: tokio::sync::watch::Receiver<Vec<String>>,
+    token: CancellationToken,
+}
+
+impl RawServer {
+    async fn start(mode: RawMode) -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, seen) = tokio::sync::watch::channel(Vec::new());
+        let token = CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                    () = t.cancelled() => return,
+                };
+                match mode {
+                    RawMode::Close => {
+                        tx.send_modify(|s| s.push(String::new()));
+                        drop(stream);
+                    }
+                    RawMode::Hang => {
+                        let (tx, t) = (tx.clone(), t.clone());
+                        tokio::spawn(async move {
+                            let mut head = Vec::new();
+                            let mut buf = [0u8; 4096];
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match stream.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            tx.send_modify(|s| s.push(String::from_utf8_lossy(&head).into_owned()));
+                            // Never answer; keep the connection open until the test ends.
+                            t.cancelled().await;
+                            drop(stream);
+                        });
+                    }
+                }
+            }
+        });
+        Self { url, seen, token }
+    }
+
+    /// Waits (bounded) until `n` entries were recorded, then returns them all.
+    async fn wait_for(&mut self, n: usize) -> Vec<String> {
+        let waited =
+            tokio::time::timeout(Duration::from_secs(5), self.seen.wait_for(|s| s.len() >= n))
+                .await
+                .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(seen)) => seen,
+            _ => panic!("{n} requests never arrived: {:?}", *self.seen.borrow()),
+        }
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_with_the_same_key_then_typed() {
+    let mut server = RawServer::start(RawMode::Hang).await;
+    let timeout = Duration::from_millis(200);
+    let client = fast(&server.url).with_timeout(timeout);
+    let started = std::time::Instant::now();
+    let new_post = NewPost {
+        content: "c".into(),
+        ..NewPost::default()
+    };
+    match client.create_post(&id("a"), &new_post, "slow-1").await {
+        Err(HubError::Timeout) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= timeout * 3, "three full timeouts, took {took:?}");
+    let heads = server.wait_for(3).await;
+    assert_eq!(heads.len(), 3, "max_attempts requests, no more: {heads:?}");
+    for head in &heads {
+        assert!(head.starts_with("POST /api/v1/posts "), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nidempotency-key: slow-1\r\n"),
+            "every attempt reuses the key: {head}"
+        );
+    }
+
+    // A GET times out and is retried the same way.
+    let mut server = RawServer::start(RawMode::Hang).await;
+    let client = fast(&server.url).with_timeout(timeout);
+    assert!(matches!(client.health().await, Err(HubError::Timeout)));
+    assert_eq!(server.wait_for(3).await.len(), 3);
+}
+
+#[tokio::test]
 async fn connection_errors_are_retried_then_typed() {
+    // Nothing listens: refused on every attempt.
     let port = botburrow_testkit::free_port();
     let client = fast(&format!("http://127.0.0.1:{port}"));
     assert!(matches!(
         client.health().await,
         Err(HubError::Connect { .. })
     ));
+
+    // A listener that hangs up at once: the attempts can be counted.
+    let mut server = RawServer::start(RawMode::Close).await;
+    match fast(&server.url).health().await {
+        Err(HubError::Connect { message }) => assert!(!message.is_empty()),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert_eq!(
+        server.wait_for(3).await.len(),
+        3,
+        "one connection per attempt, max_attempts in all"
+    );
 }
 
 #[tokio::test]
