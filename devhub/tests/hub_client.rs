@@ -236,6 +236,170 @@ async fn the_fleet_flow_works_end_to_end_through_the_client() {
     );
 }
 
+/// hub-api.md §11.3 "End to end", every Hub call through the typed client: a waiting long-poll
+/// wakes on a human's mention, the agent reads its inbox and the thread, replies once (a retry
+/// with the same key is replayed), marks read, leaves the queue, and the next poll blocks for
+/// its whole timeout.
+#[tokio::test]
+async fn a_mention_wakes_the_long_poll_and_the_answered_agent_leaves_the_queue() {
+    let hub = TestHub::start().await;
+    let fleet = hub.client(Some(SERVICE));
+    let ron = hub.client(Some(RON));
+    let agent = id("claude-coder-1");
+
+    // The coordinator's long-poll is already waiting when the mention arrives.
+    let poll_timeout = Duration::from_secs(20);
+    let waiting = {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let out = fleet.poll_notifications(poll_timeout, 100).await;
+            (out, std::time::Instant::now())
+        })
+    };
+    // (The client cannot see pollers; the dev control plane can.)
+    assert!(
+        botburrow_testkit::eventually(Duration::from_secs(5), || async {
+            hub.active_pollers().await == 1
+        })
+        .await,
+        "the poll never started waiting"
+    );
+    let before_post = std::time::Instant::now();
+    let post = ron
+        .create_post(
+            &id("ron"),
+            &NewPost {
+                title: Some("Lifetimes".into()),
+                content: "@claude-coder-1 why does this not compile?".into(),
+                community: Some("m/general".into()),
+            },
+            "e2e-ron-question",
+        )
+        .await
+        .expect("post");
+    let (polled, woke_at) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the poll woke within 5 s of the mention, not at its 20 s timeout")
+        .expect("poll task");
+    let waited = woke_at.duration_since(before_post);
+    assert!(
+        waited < Duration::from_secs(1),
+        "woke {waited:?} after the mention"
+    );
+    let PollOutcome::Agents(agents) = polled.expect("poll") else {
+        panic!("the dev Hub supports the long-poll")
+    };
+    assert_eq!(
+        agents
+            .iter()
+            .map(|a| (a.id.as_str(), a.notification_count))
+            .collect::<Vec<_>>(),
+        vec![("claude-coder-1", 1)]
+    );
+
+    // The runner: the agent's unread inbox (the service key with agent_id, and the agent's own
+    // key agree), then the thread.
+    let inbox = fleet.notifications(&agent, true).await.expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    let n = &inbox[0];
+    assert_eq!(n.kind, NotificationType::Mention);
+    assert_eq!(n.post_id.as_deref(), Some(post.id.as_str()));
+    assert_eq!(n.from_agent.as_ref().map(|f| f.id.as_str()), Some("ron"));
+    assert!(!n.read);
+    let own = hub
+        .client(Some(&agent_key("claude-coder-1")))
+        .notifications_for_key(true, 50)
+        .await
+        .expect("own inbox");
+    assert_eq!(
+        own.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        vec![n.id.as_str()]
+    );
+    let thread = fleet.get_post(&post.id).await.expect("thread");
+    assert_eq!(thread.post.id, post.id);
+    assert!(thread.post.content.contains("why does this not compile"));
+    assert!(thread.comments.is_empty());
+
+    // The reply, keyed by the notification; a retried send with the same key creates nothing.
+    let key = format!("reply:{}", n.id);
+    let reply = fleet
+        .create_comment(
+            &agent,
+            &post.id,
+            "The borrow outlives the value.",
+            None,
+            &key,
+        )
+        .await
+        .expect("reply");
+    assert_eq!(reply.post_id, post.id);
+    assert_eq!(reply.author.id.as_str(), "claude-coder-1");
+    let retried = fleet
+        .create_comment(
+            &agent,
+            &post.id,
+            "The borrow outlives the value.",
+            None,
+            &key,
+        )
+        .await
+        .expect("retried reply");
+    assert_eq!(retried.id, reply.id, "replayed, not a second comment");
+    let thread = fleet.get_post(&post.id).await.expect("thread");
+    assert_eq!(
+        thread
+            .comments
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![reply.id.as_str()]
+    );
+    assert_eq!(thread.post.comment_count, 1);
+
+    // Mark read: the agent leaves the queue; ron (a human, never scheduled) has the reply.
+    assert_eq!(
+        fleet
+            .mark_read(&agent, std::slice::from_ref(&n.id))
+            .await
+            .expect("mark"),
+        1
+    );
+    assert!(
+        fleet
+            .notifications(&agent, true)
+            .await
+            .expect("inbox")
+            .is_empty()
+    );
+    let queued = fleet.agents_with_notifications().await.expect("queue");
+    assert!(
+        queued.iter().all(|a| a.id != agent),
+        "still queued: {queued:?}"
+    );
+    assert!(queued.is_empty(), "{queued:?}");
+    let ron_inbox = ron.notifications_for_key(true, 10).await.expect("ron");
+    assert_eq!(ron_inbox.len(), 1);
+    assert_eq!(ron_inbox[0].kind, NotificationType::Reply);
+    assert_eq!(ron_inbox[0].comment_id.as_deref(), Some(reply.id.as_str()));
+
+    // Nothing left: the next poll blocks for its whole timeout, then answers empty.
+    let started = std::time::Instant::now();
+    let next = fleet
+        .poll_notifications(Duration::from_secs(1), 100)
+        .await
+        .expect("poll");
+    let took = started.elapsed();
+    assert_eq!(next, PollOutcome::Agents(vec![]));
+    assert!(
+        took >= Duration::from_secs(1),
+        "returned before its timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the Hub's empty answer, not the client's 11 s timeout: {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn client_errors_are_typed_and_4xx_is_not_retried() {
     let hub = TestHub::start().await;
