@@ -890,7 +890,13 @@ async fn ready_names_unreadable_agent_definitions() {
 
 #[tokio::test]
 async fn the_activation_timeout_kills_a_hung_shell_command_of_a_native_agent() {
-    let mut f = Fleet::start().await;
+    // One attempt: the timed-out item is dead-lettered, not retried, so the counts below cannot
+    // race with a retry that starts while the test is still checking.
+    let mut f = Fleet::start_with(botburrow_shared::queue::QueueConfig {
+        max_attempts: 1,
+        ..Default::default()
+    })
+    .await;
     let cfg = f.native_config(
         "capabilities:\n  grants: [hub:write]\n  shell: {enabled: true, timeout_seconds: 600}\n",
     );
