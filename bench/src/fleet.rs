@@ -656,8 +656,8 @@ impl Fleet {
                 killed: false,
             });
         }
-        if let Some(pid) = self.valkey_pid().await {
-            if let Some(u) = crate::procs::usage_of(pid) {
+        if let Some(pid) = self.valkey_pid().await
+            && let Some(u) = crate::procs::usage_of(pid) {
                 out.push(ProcessReport {
                     name: "valkey".into(),
                     role: "valkey".into(),
@@ -666,7 +666,6 @@ impl Fleet {
                     killed: false,
                 });
             }
-        }
         out.extend(lock(&self.retired).iter().cloned());
         out
     }

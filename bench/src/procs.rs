@@ -152,11 +152,10 @@ fn drain<R: AsyncRead + Unpin + Send + 'static>(
         let mut lines = BufReader::new(reader).lines();
         let mut listen = listen;
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.strip_prefix("listening on ") {
-                if let Some(tx) = listen.take() {
+            if let Some(rest) = line.strip_prefix("listening on ")
+                && let Some(tx) = listen.take() {
                     let _ = tx.send(rest.trim().to_string());
                 }
-            }
             let mut f = log.lock().await;
             let _ = f.write_all(line.as_bytes()).await;
             let _ = f.write_all(b"\n").await;

@@ -251,8 +251,8 @@ async fn drive_faults(fleet: Arc<Fleet>, opts: ScenarioOptions, t0: Instant) -> 
             log.cleared_at = Some(Utc::now());
             let deadline = killed_at + Duration::from_secs(60);
             while Instant::now() < deadline {
-                if let Some(i) = fleet.leader().await {
-                    if i != leader {
+                if let Some(i) = fleet.leader().await
+                    && i != leader {
                         let s = killed_at.elapsed().as_secs_f64();
                         log.failover_s = Some(s);
                         note(
@@ -261,7 +261,6 @@ async fn drive_faults(fleet: Arc<Fleet>, opts: ScenarioOptions, t0: Instant) -> 
                         );
                         break;
                     }
-                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             match fleet.replace_coordinator(leader).await {

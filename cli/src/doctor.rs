@@ -184,12 +184,11 @@ pub async fn run(args: DoctorArgs, env: &dyn EnvSource) -> ExitCode {
                         r.add(status, "agents", format!("{}: {}{}", p.file, field, p.message), Some("`botburrow agents validate DIR` lists every problem"));
                     }
                     for (id, cfg) in &agents {
-                        if let Ok(cfg) = cfg {
-                            if let Ok(g) = Grants::from_agent(id, cfg) {
+                        if let Ok(cfg) = cfg
+                            && let Ok(g) = Grants::from_agent(id, cfg) {
                                 let eff = match &policy { Some(p) => p.effective(id, &g).0, None => g };
                                 r.add(Status::Ok, "agents", format!("{id} ({}): effective grants [{}]", cfg.executor, eff.to_strings().join(", ")), None);
                             }
-                        }
                     }
                     if ids.is_empty() {
                         r.add(Status::Warn, "agents", format!("no agents under {}", defs.join("agents").display()), None);

@@ -558,11 +558,10 @@ impl AgentConfig {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(root.join("agents"))? {
             let entry = entry?;
-            if entry.path().join("config.yaml").is_file() {
-                if let Some(name) = entry.file_name().to_str() {
+            if entry.path().join("config.yaml").is_file()
+                && let Some(name) = entry.file_name().to_str() {
                     out.push(name.to_string());
                 }
-            }
         }
         out.sort();
         Ok(out)
@@ -625,22 +624,22 @@ mod tests {
     #[test]
     fn wrong_types_name_file_and_field() {
         let err = AgentConfig::parse("agents/x/config.yaml", "brain:\n  temperature: hot\n", "x", String::new())
-            .unwrap_err();
+            .expect_err("an error");
         assert_eq!(err.field(), Some("brain.temperature"));
         let text = err.to_string();
         assert!(text.starts_with("agents/x/config.yaml: brain.temperature:"), "{text}");
         assert!(text.contains("expected a number"), "{text}");
 
         let err = AgentConfig::parse("f.yaml", "capabilities:\n  grants: [hub:read, 3]\n", "x", String::new())
-            .unwrap_err();
+            .expect_err("an error");
         assert_eq!(err.field(), Some("capabilities.grants[1]"), "{err}");
 
-        let err = AgentConfig::parse("f.yaml", "behavior: {respond_to_mentions: maybe}", "x", String::new()).unwrap_err();
+        let err = AgentConfig::parse("f.yaml", "behavior: {respond_to_mentions: maybe}", "x", String::new()).expect_err("an error");
         assert_eq!(err.field(), Some("behavior.respond_to_mentions"), "{err}");
 
-        let err = AgentConfig::parse("f.yaml", "name: [unclosed", "x", String::new()).unwrap_err();
+        let err = AgentConfig::parse("f.yaml", "name: [unclosed", "x", String::new()).expect_err("an error");
         assert!(matches!(err, AgentConfigError::Yaml { .. }), "{err}");
-        let err = AgentConfig::parse("f.yaml", "- a list", "x", String::new()).unwrap_err();
+        let err = AgentConfig::parse("f.yaml", "- a list", "x", String::new()).expect_err("an error");
         assert_eq!(err.field(), Some("(root)"));
     }
 
@@ -678,7 +677,7 @@ memory: {enabled: true, remember: {conversations_with: [user1], projects_worked_
     #[test]
     fn load_reports_missing_agent_with_path() {
         let dir = tempfile::tempdir().expect("tmp");
-        let err = AgentConfig::load(dir.path(), "ghost").unwrap_err();
+        let err = AgentConfig::load(dir.path(), "ghost").expect_err("an error");
         assert!(err.to_string().starts_with("Agent config not found: "), "{err}");
         assert!(err.to_string().ends_with("agents/ghost/config.yaml"), "{err}");
     }

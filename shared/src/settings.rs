@@ -363,7 +363,8 @@ pub struct CommonSettings {
 impl CommonSettings {
     fn read(l: &mut Lookup<'_>, default_port: u16) -> Self {
         let hub_url = l.required("HUB_URL");
-        if !hub_url.is_empty() && !(hub_url.starts_with("http://") || hub_url.starts_with("https://")) {
+        let scheme_ok = hub_url.starts_with("http://") || hub_url.starts_with("https://");
+        if !hub_url.is_empty() && !scheme_ok {
             l.problems.push(SettingProblem {
                 variable: "HUB_URL".into(),
                 message: format!("'{hub_url}' must start with http:// or https://"),
@@ -543,6 +544,35 @@ pub fn load_or_exit<T>(parse: impl FnOnce(&dyn EnvSource) -> Result<T, SettingsE
     }
 }
 
+/// The configuration reference table (Markdown), generated from [`SETTINGS`] so the docs cannot
+/// drift: `docs/configuration.md` embeds it and a test compares the two.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| name | aliases | default | read by | secret | meaning |\n|---|---|---|---|---|---|\n");
+    for s in SETTINGS {
+        let aliases = if s.aliases.is_empty() {
+            String::new()
+        } else {
+            s.aliases.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+        };
+        let default = if s.default.is_empty() { "—".to_string() } else { format!("`{}`", s.default) };
+        let reader = match s.reader {
+            Reader::Both => "coordinator, runner",
+            Reader::Coordinator => "coordinator",
+            Reader::Runner => "runner",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            s.name,
+            aliases,
+            default,
+            reader,
+            if s.secret { "yes" } else { "" },
+            s.doc
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,7 +627,7 @@ mod tests {
             ("BOTBURROW_ACTIVATION_TIMEOUT", "-3"),
             ("RUNNER_MODE", "turbo"),
         ]))
-        .unwrap_err();
+        .expect_err("an error");
         assert!(err.names("HUB_URL"), "{err}");
         assert!(err.names("MAX_CONCURRENT_ACTIVATIONS"), "{err}");
         assert!(err.names("BOTBURROW_ACTIVATION_TIMEOUT"), "{err}");
@@ -695,36 +725,7 @@ mod tests {
     #[test]
     fn zero_concurrency_is_rejected() {
         let err = RunnerSettings::from_env(&env(&[("HUB_URL", "http://a"), ("MAX_CONCURRENT_ACTIVATIONS", "0")]))
-            .unwrap_err();
+            .expect_err("an error");
         assert!(err.names("MAX_CONCURRENT_ACTIVATIONS"));
     }
-}
-
-/// The configuration reference table (Markdown), generated from [`SETTINGS`] so the docs cannot
-/// drift: `docs/configuration.md` embeds it and a test compares the two.
-pub fn markdown_table() -> String {
-    let mut out = String::from("| name | aliases | default | read by | secret | meaning |\n|---|---|---|---|---|---|\n");
-    for s in SETTINGS {
-        let aliases = if s.aliases.is_empty() {
-            String::new()
-        } else {
-            s.aliases.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
-        };
-        let default = if s.default.is_empty() { "—".to_string() } else { format!("`{}`", s.default) };
-        let reader = match s.reader {
-            Reader::Both => "coordinator, runner",
-            Reader::Coordinator => "coordinator",
-            Reader::Runner => "runner",
-        };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} |\n",
-            s.name,
-            aliases,
-            default,
-            reader,
-            if s.secret { "yes" } else { "" },
-            s.doc
-        ));
-    }
-    out
 }

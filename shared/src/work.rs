@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn malformed_items_are_typed_errors() {
         assert!(WorkItem::from_json("not json").is_err());
-        let err = WorkItem::from_json(r#"{"agent_id":"a","task_type":"dance"}"#).unwrap_err();
+        let err = WorkItem::from_json(r#"{"agent_id":"a","task_type":"dance"}"#).expect_err("an error");
         assert!(err.reason.contains("dance"), "{}", err.reason);
         assert!(WorkItem::from_json(r#"{"agent_id":"","task_type":"inbox"}"#).is_err());
     }

@@ -106,11 +106,10 @@ impl Valkey {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait() {
                     return Err(format!("server exited early with {status}"));
                 }
-            }
             if self.ping() {
                 return Ok(());
             }
