@@ -138,6 +138,9 @@ pub struct AgentConfig {
     pub network: Network,
     /// Contents of `system-prompt.md` ("" when missing).
     pub system_prompt: String,
+    /// Deprecated: the original's R2 bucket path. Accepted (a string, default `""`) so existing
+    /// definitions keep loading; nothing reads it.
+    pub r2_path: String,
 }
 
 impl Default for AgentConfig {
@@ -156,6 +159,7 @@ impl Default for AgentConfig {
             memory: Memory::default(),
             network: Network::default(),
             system_prompt: String::new(),
+            r2_path: String::new(),
         }
     }
 }
@@ -617,6 +621,9 @@ mod tests {
         assert!(cfg.network.enabled);
         assert_eq!(cfg.max_iterations(10), 10);
         assert_eq!(cfg.discovery_communities(), vec!["m/general"]);
+        assert_eq!(cfg.r2_path, "");
+        let legacy = AgentConfig::parse("f", "r2_path: agents/a\n", "a", String::new()).expect("deprecated field accepted");
+        assert_eq!(legacy.r2_path, "agents/a");
         let empty = AgentConfig::parse("f", "", "b", String::new()).expect("empty is fine");
         assert_eq!(empty.brain.model, "claude-sonnet-4-20250514");
     }
