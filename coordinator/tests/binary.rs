@@ -3,15 +3,20 @@
 mod support;
 
 use botburrow_testkit::{Valkey, eventually, free_port};
+use serde_json::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::harness::{Hub, SERVICE};
 use tokio::io::AsyncReadExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() {
-    let v = Valkey::start();
-    let hub = Hub::start().await;
+/// The binary with JSON logs on stderr, collected until it exits.
+struct Bin {
+    child: tokio::process::Child,
+    logs: tokio::task::JoinHandle<String>,
+    port: u16,
+}
+
+fn spawn_coordinator(hub: &Hub, v: &Valkey, election: &str, pod: &str) -> Bin {
     let port = free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_botburrow-coordinator"))
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -19,8 +24,8 @@ async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() 
         .env("HUB_API_KEY", SERVICE)
         .env("VALKEY_URL", v.url())
         .env("METRICS_PORT", port.to_string())
-        .env("LEADER_ELECTION", "auto")
-        .env("POD_NAME", "bin-coord")
+        .env("LEADER_ELECTION", election)
+        .env("POD_NAME", pod)
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "info")
         .stdout(Stdio::null())
@@ -34,6 +39,62 @@ async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() 
         let _ = stderr.read_to_string(&mut s).await;
         s
     });
+    Bin { child, logs, port }
+}
+
+impl Bin {
+    /// `/metrics`, or empty while the server does not answer.
+    async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sends `kill -<signal>`, asserts exit 0 within 5 s, and returns the raw log and its JSON
+    /// lines.
+    async fn stop_with(mut self, signal: &str) -> (String, Vec<Value>) {
+        let pid = self.child.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let t0 = Instant::now();
+        let exit = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .expect("exits within 5 s")
+            .expect("wait");
+        assert!(exit.success(), "exit status {exit:?} after SIG{signal}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let raw = self.logs.await.expect("logs");
+        let lines = raw
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (raw, lines)
+    }
+}
+
+/// The first JSON log line whose message is `event`.
+fn logged<'a>(lines: &'a [Value], event: &str) -> Option<&'a Value> {
+    lines.iter().find(|l| l["message"] == event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() {
+    leads_then_exits_zero_within_5s_releasing_the_lock("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_leads_then_exits_zero_on_sigint_within_5s_releasing_the_lock() {
+    leads_then_exits_zero_within_5s_releasing_the_lock("INT").await;
+}
+
+async fn leads_then_exits_zero_within_5s_releasing_the_lock(signal: &str) {
+    let v = Valkey::start();
+    let hub = Hub::start().await;
+    let bin = spawn_coordinator(&hub, &v, "auto", "bin-coord");
 
     // auto outside a cluster = the Valkey lock.
     assert!(
@@ -48,7 +109,7 @@ async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() 
     let http = reqwest::Client::new();
     assert!(
         eventually(Duration::from_secs(5), || async {
-            http.get(format!("http://127.0.0.1:{port}/ready"))
+            http.get(format!("http://127.0.0.1:{}/ready", bin.port))
                 .send()
                 .await
                 .map(|r| r.status() == 200)
@@ -57,49 +118,87 @@ async fn binary_leads_then_exits_zero_on_sigterm_within_5s_releasing_the_lock() 
         .await,
         "ready once Valkey and the hub answer"
     );
-    let metrics = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = bin.metrics().await;
     assert!(
         metrics.contains("botburrow_coordinator_is_leader 1"),
         "{metrics}"
     );
 
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let t0 = Instant::now();
-    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("exits within 5 s")
-        .expect("wait");
-    assert!(exit.success(), "exit status {exit:?}");
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    let (logs, lines) = bin.stop_with(signal).await;
     assert!(
         v.command(&["GET", "coordinator:leader"])
             .expect("GET")
             .starts_with("$-1"),
         "the lock was released"
     );
-
-    let logs = logs.await.expect("logs");
     for event in [
         "became_leader",
         "coordinator_shutdown_requested",
         "released_leadership",
         "coordinator_stopped",
     ] {
-        assert!(logs.contains(event), "missing {event} in logs:\n{logs}");
+        assert!(
+            logged(&lines, event).is_some(),
+            "missing {event} in logs:\n{logs}"
+        );
     }
+    let became = logged(&lines, "became_leader").expect("became_leader");
+    assert_eq!(became["identity"], "bin-coord", "{became}");
+    assert_eq!(became["backend"], "valkey", "{became}");
+    assert_eq!(
+        logged(&lines, "released_leadership").expect("released")["identity"],
+        "bin-coord"
+    );
+    assert_eq!(
+        logged(&lines, "coordinator_shutdown_requested").expect("requested")["signal"],
+        format!("SIG{signal}").as_str(),
+        "{logs}"
+    );
     assert!(!logs.contains(SERVICE), "the Hub key must never be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_logs_lost_leadership_with_its_identity_when_its_lock_is_overwritten() {
+    let v = Valkey::start();
+    let hub = Hub::start().await;
+    let bin = spawn_coordinator(&hub, &v, "valkey", "lock-coord");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bin.metrics()
+                .await
+                .contains("botburrow_coordinator_is_leader 1")
+        })
+        .await,
+        "the binary leads"
+    );
+
+    // Another candidate holds the lock now: the next compare-and-renew fails and it steps down.
+    v.command(&["SET", "coordinator:leader", "intruder", "PX", "60000"])
+        .expect("SET");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            bin.metrics()
+                .await
+                .contains("botburrow_coordinator_is_leader 0")
+        })
+        .await,
+        "the gauge drops to 0 once the lock is taken away"
+    );
+
+    let (logs, lines) = bin.stop_with("TERM").await;
+    let lost = logged(&lines, "lost_leadership").expect("a lost_leadership line");
+    assert_eq!(lost["identity"], "lock-coord", "{lost}");
+    assert_eq!(lost["reason"], "lock held by another candidate", "{lost}");
+    assert!(
+        logged(&lines, "released_leadership").is_none(),
+        "nothing to release after losing the lock:\n{logs}"
+    );
+    assert!(
+        v.command(&["GET", "coordinator:leader"])
+            .expect("GET")
+            .contains("intruder"),
+        "shutdown leaves the other candidate's lock alone"
+    );
 }
 
 #[tokio::test]
