@@ -409,6 +409,60 @@ async fn ready_names_the_hub_when_it_is_down_and_stats_count_runners() {
     );
 }
 
+/// The `election` check reports the elector's last error: a `coordinator:leader` key of the
+/// wrong type makes every compare-and-renew fail (WRONGTYPE) while Valkey and the hub answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_names_the_election_when_the_lock_cannot_be_taken() {
+    let v = Valkey::start();
+    let hub = Hub::start().await;
+    v.command(&["RPUSH", "coordinator:leader", "not-a-lock"])
+        .expect("RPUSH");
+    let s = settings(&hub, &v, &[]);
+    let coord = Coord::start(&s, &v, Election::Valkey("coord-a")).await;
+    let http = reqwest::Client::new();
+    let ready = || async {
+        let r = http
+            .get(format!("{}/ready", coord.base))
+            .send()
+            .await
+            .expect("ready");
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.expect("json"),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (status, body) = ready().await;
+            status == 503 && body["failed"] == "election"
+        })
+        .await,
+        "{:?}",
+        ready().await
+    );
+    let (_, body) = ready().await;
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("valkey leader lock")),
+        "{body}"
+    );
+    assert!(!coord.is_leader());
+    assert_eq!(
+        metric(&coord.metrics().await, "botburrow_coordinator_is_leader"),
+        Some(0.0)
+    );
+
+    // Once the key is gone the lock is taken and readiness recovers.
+    v.command(&["DEL", "coordinator:leader"]).expect("DEL");
+    assert!(eventually(Duration::from_secs(3), || async { coord.is_leader() }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async { ready().await.0 == 200 }).await,
+        "{:?}",
+        ready().await
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_requeues_an_item_whose_runner_died() {
     let v = Valkey::start();
