@@ -188,6 +188,26 @@ async fn sigterm_mid_activation_hands_the_item_back_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn sigint_exits_zero_and_removes_the_heartbeat() {
+    let f = Fleet::start().await;
+    let mut child = spawn_runner(&f, &[]);
+    let beat = || {
+        f.valkey
+            .command(&["EXISTS", "runner:heartbeat:runner-test-1"])
+    };
+    // Gathered before the SIGINT, asserted after, so a failing check cannot leave the child running.
+    let beat_seen = eventually(Duration::from_secs(20), || async {
+        beat().is_ok_and(|r| r.trim() == ":1")
+    })
+    .await;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    assert!(beat_seen, "the runner wrote its heartbeat");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(beat().expect("EXISTS").trim(), ":0", "heartbeat removed");
+}
+
+#[tokio::test]
 async fn sigterm_lets_an_in_flight_activation_finish_within_the_grace() {
     let f = Fleet::start().await;
     f.write_agent(
