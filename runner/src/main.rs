@@ -12,13 +12,7 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> ExitCode {
     let settings = load_or_exit(RunnerSettings::from_env);
     telemetry::init(&settings.common.log_level, settings.common.log_format);
-    let deps = match RunnerDeps::connect(&settings, new_registry()).await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "runner_start_failed");
-            return ExitCode::from(1);
-        }
-    };
+    // Signals first: a runner still waiting for Valkey must stop cleanly on SIGTERM too.
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -26,6 +20,17 @@ async fn main() -> ExitCode {
         tracing::info!("runner_shutdown_requested");
         on_signal.cancel();
     });
+    let deps = match RunnerDeps::connect_when_ready(&settings, new_registry(), &shutdown).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            tracing::info!("runner_stopped");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "runner_start_failed");
+            return ExitCode::from(1);
+        }
+    };
     match run(settings, deps, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
