@@ -30,8 +30,17 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
-{{/* HTTP liveness (/health) and readiness (/ready) probes on the named port "metrics". */}}
+{{/* HTTP startup and liveness (/health) and readiness (/ready) probes on the named port "metrics".
+     Up to 5 minutes to start: a process that starts before Valkey waits for it and serves
+     /health only once connected; liveness checks begin after the startup probe succeeds. */}}
 {{- define "botburrow.probes" -}}
+startupProbe:
+  httpGet:
+    path: /health
+    port: metrics
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 60
 livenessProbe:
   httpGet:
     path: /health
