@@ -5,7 +5,6 @@
 use crate::election::lease::LeaseElector;
 use crate::election::valkey::ValkeyElector;
 use crate::election::{ElectionTiming, LeaderElector, NoElection, SystemClock};
-use crate::scheduler::Backoff;
 use crate::store::KeyStore;
 use crate::{CoordinatorDeps, Tuning};
 use anyhow::Context;
@@ -13,6 +12,7 @@ use botburrow_shared::health::SharedRegistry;
 use botburrow_shared::hub::{HubClient, RetryPolicy};
 use botburrow_shared::queue::ValkeyQueue;
 use botburrow_shared::settings::{CoordinatorSettings, LeaderElection};
+use botburrow_shared::startup::wait_for_dependencies;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -118,33 +118,11 @@ pub async fn build_when_ready(
     registry: SharedRegistry,
     shutdown: &CancellationToken,
 ) -> Option<CoordinatorDeps> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut last = String::new();
-    loop {
-        let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            r = build(settings, registry.clone()) => r,
-        };
-        match attempt {
-            Ok(deps) => {
-                if !last.is_empty() {
-                    tracing::info!("startup_dependencies_ready");
-                }
-                return Some(deps);
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg != last {
-                    tracing::warn!(error = %msg, "startup_dependency_unavailable");
-                    last = msg;
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
+    // Every error is worth another try: configuration errors were caught with the settings.
+    wait_for_dependencies(shutdown, || build(settings, registry.clone()), |_| true)
+        .await
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

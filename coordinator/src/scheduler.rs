@@ -9,7 +9,7 @@ use crate::metrics::CoordinatorMetrics;
 use botburrow_shared::hub::{AgentSummary, HubClient, PollOutcome};
 use botburrow_shared::queue::{EnqueueOutcome, QueueError, WorkQueue};
 use botburrow_shared::work::{TaskType, WorkItem};
-use rand::Rng;
+use botburrow_shared::startup::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -70,40 +70,6 @@ impl Default for SchedulerTuning {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
         }
-    }
-}
-
-/// Exponential backoff with jitter: the n-th delay is uniform in `[d/2, d]`, `d = base * 2^n`
-/// capped at `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A fresh backoff.
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max: max.max(base),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX);
-        let d = self.base.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let ms = d.as_millis().min(u128::from(u64::MAX)) as u64;
-        Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
-    }
-
-    /// Back to the first delay after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
     }
 }
 
@@ -349,29 +315,3 @@ impl Scheduler {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let d0 = b.next_delay();
-        assert!(
-            d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100),
-            "{d0:?}"
-        );
-        let d1 = b.next_delay();
-        assert!(
-            d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200),
-            "{d1:?}"
-        );
-        for _ in 0..10 {
-            assert!(b.next_delay() <= Duration::from_millis(1000));
-        }
-        let late = b.next_delay();
-        assert!(late >= Duration::from_millis(500), "{late:?}");
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-}

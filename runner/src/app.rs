@@ -17,6 +17,7 @@ use botburrow_shared::ids::RunnerId;
 use botburrow_shared::policy::PolicyStore;
 use botburrow_shared::queue::{ValkeyQueue, WorkQueue};
 use botburrow_shared::settings::{EnvSource, ProcessEnv, RunnerSettings};
+use botburrow_shared::startup::wait_for_dependencies;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,43 +107,21 @@ impl RunnerDeps {
         Self::assemble(settings, registry, Arc::new(queue), Arc::new(kv), hub)
     }
 
-    /// [`RunnerDeps::connect`], retried with backoff (0.5 s doubling to 30 s) while Valkey is
-    /// unreachable, so a runner started before Valkey waits instead of crash-looping. Each
-    /// distinct error is logged once (`startup_dependency_unavailable`). `Ok(None)` when
-    /// `shutdown` fires first; any other error is returned at once.
+    /// [`RunnerDeps::connect`], retried with backoff while Valkey is unreachable, so a runner
+    /// started before Valkey waits instead of crash-looping (see
+    /// [`wait_for_dependencies`]). `Ok(None)` when `shutdown` fires first; any error other than
+    /// an unreachable Valkey is returned at once.
     pub async fn connect_when_ready(
         settings: &RunnerSettings,
         registry: SharedRegistry,
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, AppError> {
-        let mut delay = Duration::from_millis(500);
-        let mut last = String::new();
-        loop {
-            let attempt = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(None),
-                r = Self::connect(settings, registry.clone()) => r,
-            };
-            match attempt {
-                Ok(deps) => {
-                    if !last.is_empty() {
-                        tracing::info!("startup_dependencies_ready");
-                    }
-                    return Ok(Some(deps));
-                }
-                Err(AppError::Valkey(msg)) => {
-                    if msg != last {
-                        tracing::warn!(error = %msg, retry_in_ms = delay.as_millis() as u64, "startup_dependency_unavailable");
-                        last = msg;
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(None),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+        wait_for_dependencies(
+            shutdown,
+            || Self::connect(settings, registry.clone()),
+            |e| matches!(e, AppError::Valkey(_)),
+        )
+        .await
     }
 
     /// A set around a given queue, key-value store and Hub client (`botburrow up`, tests).

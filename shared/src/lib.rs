@@ -8,6 +8,7 @@
 //! - [`agent`]: the agent definition model (`config.yaml` + `system-prompt.md`).
 //! - [`valkey`]: every Valkey key name and Lua script, in one place.
 //! - [`queue`]: the work queue contract with its Valkey and in-memory backends.
+//! - [`startup`]: backoff and waiting for dependencies at start-up.
 //! - [`grants`], [`policy`]: the grant model (`service:scope`) and the cluster permission policy.
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod policy;
 pub mod queue;
 pub mod settings;
+pub mod startup;
 pub mod telemetry;
 pub mod valkey;
 pub mod work;
