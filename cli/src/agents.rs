@@ -3,9 +3,8 @@
 
 use crate::AgentsCommand;
 use crate::output;
-use botburrow_runner::definitions::grant_errors;
 use botburrow_shared::agent::{AgentConfig, AgentConfigError};
-use botburrow_shared::grants::Grants;
+use botburrow_shared::grants::{Grants, grant_errors};
 use botburrow_shared::policy::Policy;
 use std::path::Path;
 use std::process::ExitCode;

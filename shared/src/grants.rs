@@ -22,6 +22,7 @@
 //! The gating helpers for the Hub tools live here too ([`HubAction`]), so the runner's built-in
 //! `hub_*` tools and the automatic reply are decided in one place.
 
+use crate::agent::{AgentConfig, AgentConfigError, McpServerEntry};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -338,6 +339,52 @@ impl Access {
             Access::Write => "write",
         }
     }
+}
+
+/// Checks every grant of a definition, as an activation would: each of `capabilities.grants`,
+/// and each custom MCP server's `grant` (default `<name>:*`). The error names `file`, the field
+/// and the grant, e.g. `agents/x/config.yaml: capabilities.grants[1]: invalid grant 'hub:delete':
+/// hub grants are hub:read, hub:write or hub:*`. It is the first of [`grant_errors`].
+pub fn validate_grants(file: &str, cfg: &AgentConfig) -> Result<(), AgentConfigError> {
+    match grant_errors(file, cfg).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Every invalid grant of a definition, in file order: `capabilities.grants` first, then each
+/// custom MCP server's `grant` (a server without one is checked as `<name>:*`, reported on its
+/// `name`). Each is an [`AgentConfigError::Field`] naming `file`, the field path (e.g.
+/// `capabilities.mcp_servers[0].grant`) and the grant. Used by the runner's definitions store
+/// (first error only) and by `botburrow agents validate` (all of them), so both judge a
+/// definition alike.
+pub fn grant_errors(file: &str, cfg: &AgentConfig) -> Vec<AgentConfigError> {
+    let mut errors = Vec::new();
+    let mut check = |field: String, text: &str| {
+        if let Err(reason) = Grant::parse(text) {
+            errors.push(AgentConfigError::Field {
+                file: file.to_string(),
+                field,
+                message: format!("invalid grant '{text}': {reason}"),
+            });
+        }
+    };
+    for (i, text) in cfg.capabilities.grants.iter().enumerate() {
+        check(format!("capabilities.grants[{i}]"), text);
+    }
+    for (i, entry) in cfg.capabilities.mcp_servers.iter().enumerate() {
+        let McpServerEntry::Custom(c) = entry else {
+            continue;
+        };
+        match &c.grant {
+            Some(g) => check(format!("capabilities.mcp_servers[{i}].grant"), g),
+            None => check(
+                format!("capabilities.mcp_servers[{i}].name"),
+                &format!("{}:*", c.name),
+            ),
+        }
+    }
+    errors
 }
 
 #[cfg(test)]
