@@ -574,19 +574,23 @@ async fn a_refused_connection_is_retried_then_fails_over() {
     assert!(err.is_retryable());
 }
 
-#[tokio::test]
-async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
+/// An OpenAI chain on a mock whose breaker has just opened (three 503s, threshold 3) with the
+/// given cool-down and `max_breaker_wait`, on the real clock.
+async fn chain_with_open_breaker(
+    registry: &SharedRegistry,
+    cooldown: Duration,
+    max_breaker_wait: Duration,
+) -> (MockLlm, ProviderChain) {
     let primary = MockLlm::start(Flavor::OpenAi).await;
     for _ in 0..3 {
         primary.push(MockReply::error(503));
     }
-    let registry = new_registry();
     let rt = LlmRuntime::with_config(
-        &registry,
+        registry,
         PriceTable::builtin(),
         RuntimeConfig {
-            breaker_cooldown: Duration::from_millis(300),
-            max_breaker_wait: Duration::from_secs(10),
+            breaker_cooldown: cooldown,
+            max_breaker_wait,
             ..config(1)
         },
         Arc::new(TokioClock::new()),
@@ -606,6 +610,18 @@ async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
             Err(LlmError::Api { status: 503, .. })
         ));
     }
+    (primary, chain)
+}
+
+#[tokio::test]
+async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
+    let registry = new_registry();
+    let (primary, chain) = chain_with_open_breaker(
+        &registry,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    )
+    .await;
     // The breaker is open now. Four calls at once: none fails with CircuitOpen; they wait for
     // the cool-down, one of them probes, and the probe's success lets the others through.
     let started = tokio::time::Instant::now();
@@ -632,32 +648,12 @@ async fn a_call_waits_out_an_open_breaker_and_is_answered_by_the_probe() {
 
 #[tokio::test]
 async fn a_breaker_open_longer_than_the_wait_allows_fails_at_once() {
-    let primary = MockLlm::start(Flavor::OpenAi).await;
-    for _ in 0..3 {
-        primary.push(MockReply::error(503));
-    }
-    let rt = LlmRuntime::with_config(
+    let (primary, chain) = chain_with_open_breaker(
         &new_registry(),
-        PriceTable::builtin(),
-        RuntimeConfig {
-            breaker_cooldown: Duration::from_secs(600),
-            max_breaker_wait: Duration::from_secs(60),
-            ..config(1)
-        },
-        Arc::new(TokioClock::new()),
+        Duration::from_secs(600),
+        Duration::from_secs(60),
     )
-    .expect("rt");
-    let b = Brain {
-        provider: "openai".into(),
-        model: "m".into(),
-        api_base: Some(primary.base_url()),
-        api_key_env: Some("GOOD_KEY".into()),
-        ..Brain::default()
-    };
-    let chain = ProviderChain::from_brain(&b, &ctx(rt)).expect("chain");
-    for _ in 0..3 {
-        assert!(run(&chain).await.is_err());
-    }
+    .await;
     let started = tokio::time::Instant::now();
     assert!(matches!(
         run(&chain).await,

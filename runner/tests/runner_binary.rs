@@ -447,21 +447,46 @@ async fn sigkill_after_hub_post_then_retry_posts_exactly_once_through_idempotenc
     f.stop_runner().await;
 }
 
+/// A runner binary started while Valkey is down, logging JSON to a file, and whether it logged
+/// `startup_dependency_unavailable` within 20 s (gathered, not asserted, so a failing check
+/// cannot leave the child running).
+struct WaitingRunner {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log_path: std::path::PathBuf,
+    waited: bool,
+}
+
+impl WaitingRunner {
+    async fn start(f: &mut Fleet) -> Self {
+        f.valkey.kill();
+        let dir = tempfile::tempdir().expect("tmp");
+        let log_path = dir.path().join("runner.log");
+        let log_file = std::fs::File::create(&log_path).expect("log file");
+        let child = spawn_runner_logging(f, &[("LOG_FORMAT", "json")], Stdio::from(log_file));
+        let mut r = Self {
+            child,
+            _dir: dir,
+            log_path,
+            waited: false,
+        };
+        r.waited = eventually(Duration::from_secs(20), || async {
+            r.log().contains("startup_dependency_unavailable")
+        })
+        .await;
+        r
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
 #[tokio::test]
 async fn a_runner_started_before_valkey_waits_for_it_then_runs() {
     let mut f = Fleet::start().await;
-    f.valkey.kill();
-    let log_dir = tempfile::tempdir().expect("tmp");
-    let log_path = log_dir.path().join("runner.log");
-    let log_file = std::fs::File::create(&log_path).expect("log file");
-    let mut child = spawn_runner_logging(&f, &[("LOG_FORMAT", "json")], Stdio::from(log_file));
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    // Gathered before the SIGTERM, asserted after, so a failing check cannot leave the child running.
-    let waited = eventually(Duration::from_secs(20), || async {
-        log().contains("startup_dependency_unavailable")
-    })
-    .await;
-    let still_running = child.try_wait().expect("try_wait").is_none();
+    let mut r = WaitingRunner::start(&mut f).await;
+    let still_running = r.child.try_wait().expect("try_wait").is_none();
     f.valkey.restart();
     let beat_seen = eventually(Duration::from_secs(60), || async {
         f.valkey
@@ -469,12 +494,18 @@ async fn a_runner_started_before_valkey_waits_for_it_then_runs() {
             .is_ok_and(|r| r.trim() == ":1")
     })
     .await;
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
-    let text = log();
-    assert!(waited, "no startup_dependency_unavailable line: {text}");
-    assert!(still_running, "the runner exited instead of waiting: {text}");
-    assert!(beat_seen, "the runner never started after Valkey came up: {text}");
+    kill(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_exit(&mut r.child, Duration::from_secs(10)).await;
+    let text = r.log();
+    assert!(r.waited, "no startup_dependency_unavailable line: {text}");
+    assert!(
+        still_running,
+        "the runner exited instead of waiting: {text}"
+    );
+    assert!(
+        beat_seen,
+        "the runner never started after Valkey came up: {text}"
+    );
     assert!(text.contains("startup_dependencies_ready"), "{text}");
     assert_eq!(status.code(), Some(0), "{status:?}: {text}");
 }
@@ -482,21 +513,11 @@ async fn a_runner_started_before_valkey_waits_for_it_then_runs() {
 #[tokio::test]
 async fn a_runner_waiting_for_valkey_stops_cleanly_on_sigterm() {
     let mut f = Fleet::start().await;
-    f.valkey.kill();
-    let log_dir = tempfile::tempdir().expect("tmp");
-    let log_path = log_dir.path().join("runner.log");
-    let log_file = std::fs::File::create(&log_path).expect("log file");
-    let mut child = spawn_runner_logging(&f, &[("LOG_FORMAT", "json")], Stdio::from(log_file));
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let waited = eventually(Duration::from_secs(20), || async {
-        log().contains("startup_dependency_unavailable")
-    })
-    .await;
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-    let status = wait_exit(&mut child, Duration::from_secs(5)).await;
-    let text = log();
-    assert!(waited, "no startup_dependency_unavailable line: {text}");
+    let mut r = WaitingRunner::start(&mut f).await;
+    kill(Pid::from_raw(r.child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_exit(&mut r.child, Duration::from_secs(5)).await;
+    let text = r.log();
+    assert!(r.waited, "no startup_dependency_unavailable line: {text}");
     assert_eq!(status.code(), Some(0), "{status:?}: {text}");
     assert!(text.contains("runner_shutdown_requested"), "{text}");
 }
-
