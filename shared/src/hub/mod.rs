@@ -406,14 +406,7 @@ impl HubClient {
         if unread_only {
             query.push(("unread", "true".into()));
         }
-        let env: types::NotificationsEnvelope = self
-            .get_json(
-                "/api/v1/notifications",
-                self.api(&["notifications"])?,
-                &query,
-            )
-            .await?;
-        Ok(env.notifications)
+        self.get_notifications(&query).await
     }
 
     /// `GET /api/v1/notifications?[unread=true&]limit=N` without `agent_id` (hub-api.md §4.0
@@ -431,11 +424,19 @@ impl HubClient {
             query.push(("unread", "true".to_owned()));
         }
         query.push(("limit", limit.to_string()));
+        self.get_notifications(&query).await
+    }
+
+    /// `GET /api/v1/notifications` with `query`: the one request both inbox methods make.
+    async fn get_notifications(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Notification>, HubError> {
         let env: types::NotificationsEnvelope = self
             .get_json(
                 "/api/v1/notifications",
                 self.api(&["notifications"])?,
-                &query,
+                query,
             )
             .await?;
         Ok(env.notifications)
