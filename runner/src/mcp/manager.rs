@@ -115,25 +115,11 @@ pub fn database_env_key(db: &str) -> String {
 pub fn url_database(url: &str) -> Option<String> {
     let parsed = reqwest::Url::parse(url).ok()?;
     let first = parsed.path().trim_start_matches('/').split('/').next()?;
-    let db = percent_decode(first)?;
+    let db = percent_encoding::percent_decode_str(first)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
     (!db.is_empty()).then_some(db)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The URL the postgres server gets, and which database (`None` for `postgres:*`) it is for.
